@@ -1,0 +1,58 @@
+import fp from 'fastify-plugin'
+import type { FastifyError } from 'fastify'
+import { InvalidRequest, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
+
+/** HTTP status of each business refusal. */
+export const REFUSAL_STATUS: Record<RefusalCode, number> = {
+  no_active_sale: 409,
+  unknown_item: 404,
+  sold_out: 409,
+  item_sold: 409,
+  item_reserved: 409,
+  user_limit_reached: 403,
+  unknown_code: 404,
+  code_expired: 410,
+  code_used: 409,
+  sale_over: 410
+}
+
+/** Fastify's own client errors, renamed to the service's stable codes. */
+const FRAMEWORK_ERRORS: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
+  FST_ERR_VALIDATION: 'invalid_request'
+}
+
+/**
+ * One JSON error shape everywhere: `{ error: <stable code>, message: <human text> }`.
+ * Client mistakes are 4xx; a dependency outage is 503 with Retry-After; only a bug is 500.
+ */
+export default fp(async (fastify) => {
+  fastify.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof SaleRefusal) {
+      return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
+    }
+    if (error instanceof ServiceUnavailable) {
+      request.log.warn({ err: error.cause ?? error }, 'answered 503')
+      return reply.code(503).header('retry-after', error.retryAfterSeconds)
+        .send({ error: 'service_unavailable', message: error.message })
+    }
+    if (error instanceof InvalidRequest || error.validation) {
+      return reply.code(400).send({ error: 'invalid_request', message: error.message })
+    }
+    const status = error.statusCode ?? 500
+    if (status >= 400 && status < 500) {
+      const code = (error.code && FRAMEWORK_ERRORS[error.code]) || (error instanceof SyntaxError ? 'invalid_json' : 'bad_request')
+      return reply.code(status).send({ error: code, message: error.message })
+    }
+    request.log.error({ err: error }, 'unhandled error')
+    return reply.code(500).send({ error: 'internal_error', message: 'Something went wrong on our side.' })
+  })
+
+  fastify.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ error: 'not_found', message: `No route for ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}` })
+  })
+}, { name: 'errors' })

@@ -1,0 +1,68 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { healthSchema, rootSchema } from '../schemas/ops.js'
+import { packageInfo } from '../src/package-info.js'
+import { isoTime } from '../src/presenters.js'
+import { HOUR_MS, saleWindow } from '../src/sale.js'
+
+const PROBE_TIMEOUT_MS = 1000
+
+/** Runs a dependency probe with a deadline, so /health answers even when a dependency hangs. */
+async function probe (check: () => Promise<unknown>) {
+  const started = performance.now()
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      check(),
+      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS) })
+    ])
+    return { ok: true, latency_ms: Math.round(performance.now() - started) }
+  } catch (err) {
+    return { ok: false, latency_ms: Math.round(performance.now() - started), error: (err as Error).message }
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { config } = fastify
+
+  fastify.get('/health', { schema: healthSchema }, async (_request, reply) => {
+    const [postgres, redis] = await Promise.all([
+      probe(() => fastify.pg.query('SELECT 1')),
+      probe(() => fastify.redis.ping())
+    ])
+    const ok = postgres.ok && redis.ok
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', postgres, redis })
+  })
+
+  fastify.get('/', { schema: rootSchema }, async () => {
+    const now = fastify.sales.now()
+    const summary = await fastify.sales.summary()
+    return {
+      service: packageInfo.name,
+      version: packageInfo.version,
+      description: `Hourly flash sale: ${config.SALE_ITEMS} items every UTC hour, at most ${config.USER_LIMIT} per user.`,
+      now: isoTime(now),
+      sale: summary && {
+        id: summary.sale.id,
+        opens_at: isoTime(summary.sale.startsAt),
+        closes_at: isoTime(summary.sale.endsAt),
+        items: summary.items,
+        sold: summary.sold,
+        held: summary.held,
+        left: summary.left,
+        user_limit: summary.sale.userLimit,
+        checkout_ttl_seconds: config.CHECKOUT_TTL_SECONDS
+      },
+      next_sale_at: isoTime(saleWindow(now).startsAt + HOUR_MS),
+      endpoints: {
+        'POST /checkout?user_id=U&id=I': 'reserve item I for user U; returns a checkout code',
+        'POST /purchase?code=C': 'redeem a checkout code (or JSON body {"checkout_code": C})',
+        'GET /health': 'Postgres and Redis health',
+        'GET /': 'this description'
+      }
+    }
+  })
+}
+
+export default routes

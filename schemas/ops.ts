@@ -1,0 +1,49 @@
+import { Type } from '@sinclair/typebox'
+import { ErrorResponse, Timestamp } from './common.js'
+
+const Dependency = Type.Object({
+  ok: Type.Boolean(),
+  latency_ms: Type.Number({ description: 'Round trip of the probe' }),
+  error: Type.Optional(Type.String({ description: 'Why the probe failed' }))
+})
+
+export const HealthResponse = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  postgres: Dependency,
+  redis: Dependency
+}, { title: 'HealthResponse' })
+
+export const healthSchema = {
+  summary: 'Liveness and dependency health',
+  description: 'Probes Postgres and Redis separately; 503 when either is down.',
+  tags: ['ops'],
+  response: { 200: HealthResponse, 503: HealthResponse }
+}
+
+const SaleState = Type.Object({
+  id: Type.Integer(),
+  opens_at: Timestamp,
+  closes_at: Timestamp,
+  items: Type.Integer({ description: 'Items in this sale' }),
+  sold: Type.Integer(),
+  held: Type.Integer({ description: 'Items held by live, unredeemed checkout codes' }),
+  left: Type.Integer({ description: 'Items still available to check out' }),
+  user_limit: Type.Integer(),
+  checkout_ttl_seconds: Type.Integer()
+})
+
+export const ServiceDescription = Type.Object({
+  service: Type.String(),
+  version: Type.String(),
+  description: Type.String(),
+  now: Timestamp,
+  sale: Type.Union([SaleState, Type.Null()], { description: 'The current sale, or null between a roll failure and its retry' }),
+  next_sale_at: Timestamp,
+  endpoints: Type.Record(Type.String(), Type.String())
+}, { title: 'ServiceDescription' })
+
+export const rootSchema = {
+  summary: 'Describe the service and the current sale',
+  tags: ['ops'],
+  response: { 200: ServiceDescription, 503: ErrorResponse }
+}

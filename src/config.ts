@@ -1,0 +1,58 @@
+import { envSchema } from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+/**
+ * Every setting the service reads from the environment. Defaults point at the
+ * local Postgres and Redis so `npm start` works on a fresh machine; env-schema
+ * validates at start-up and names the offending variable (e.g. "env/PORT must be integer").
+ */
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development' }),
+  HOST: Type.String({ default: '0.0.0.0' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' }
+  ),
+  /** Request/response logs are opt-in: at stampede rates they cost more than the request. */
+  LOG_REQUESTS: Type.Boolean({ default: false }),
+
+  DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://', default: 'postgres://postgres@127.0.0.1:5432/postgres' }),
+  /** Postgres schema holding the tables; tests give each file its own. */
+  DATABASE_SCHEMA: Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' }),
+  PG_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  PG_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000 }),
+  PG_QUERY_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
+
+  REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
+  /** Prefix for every Redis key; tests give each file its own. */
+  REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9:_-]{0,64}$', default: 'flash:' }),
+  REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 50, default: 2000 }),
+
+  SALE_ITEMS: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+  USER_LIMIT: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  CHECKOUT_TTL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 600 }),
+  /** How often expired reservations are swept back into stock. */
+  RELEASE_INTERVAL_MS: Type.Integer({ minimum: 50, default: 1000 }),
+
+  /** Group commit of checkout attempts and purchases. */
+  BATCH_MAX_ROWS: Type.Integer({ minimum: 1, maximum: 10_000, default: 500 }),
+  BATCH_WINDOW_MS: Type.Integer({ minimum: 0, maximum: 1000, default: 2 }),
+  BATCH_MAX_QUEUE: Type.Integer({ minimum: 1, default: 20_000 }),
+  BATCH_MAX_INFLIGHT: Type.Integer({ minimum: 1, maximum: 50, default: 4 }),
+
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+/** Reads and validates configuration; `overrides` win over the environment (tests, bench). */
+export function loadConfig (overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  return envSchema<Config>({
+    schema: ConfigSchema,
+    data: [{ ...env }, overrides],
+    env: false,
+    dotenv: false
+  })
+}

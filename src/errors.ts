@@ -1,0 +1,42 @@
+/**
+ * Domain errors. Services throw these; the HTTP layer (plugins/errors.ts) maps each
+ * code to a status. Codes are a stable, machine-readable contract.
+ */
+export const REFUSALS = {
+  no_active_sale: 'No sale is open right now; the next one opens at the top of the hour.',
+  unknown_item: 'This item is not part of the current sale.',
+  sold_out: 'The current sale is sold out.',
+  item_sold: 'This item has already been sold.',
+  item_reserved: 'This item is reserved by another checkout; try another item or come back when the reservation expires.',
+  user_limit_reached: 'This user already holds or has bought the maximum number of items in this sale.',
+  unknown_code: 'This checkout code does not exist.',
+  code_expired: 'This checkout code has expired; its item went back on sale.',
+  code_used: 'This checkout code has already been redeemed.',
+  sale_over: 'The sale this checkout code belongs to is over.'
+} as const
+
+export type RefusalCode = keyof typeof REFUSALS
+
+/** A business rule said no: the request was valid, the answer is a refusal. */
+export class SaleRefusal extends Error {
+  constructor (readonly code: RefusalCode) {
+    super(REFUSALS[code])
+    this.name = 'SaleRefusal'
+  }
+}
+
+/** A dependency is down or saturated: the client should retry after a short wait. */
+export class ServiceUnavailable extends Error {
+  constructor (message: string, readonly retryAfterSeconds = 1, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'ServiceUnavailable'
+  }
+}
+
+/** The request is malformed in a way a schema cannot express (e.g. both or neither of two aliases). */
+export class InvalidRequest extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'InvalidRequest'
+  }
+}

@@ -1,0 +1,16 @@
+-- cancelReservation: compensation when Postgres did not commit the checkout attempt that
+-- reserveItem accepted (the client got an error, so nobody holds the code).
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] checkout code
+-- Returns 1 when the reservation was released, 0 when the code was not reserved.
+-- Invariant: no item stays held by a code that was never acknowledged and never recorded.
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if not record then
+  return 0
+end
+local state, item, expires, user = parse_code(record)
+if state ~= 'R' then
+  return 0
+end
+release_code(ARGV[1], item, expires, user)
+return 1

@@ -1,0 +1,31 @@
+-- Shared helpers, prepended by the loader (src/inventory.ts) to the sale scripts that
+-- return reservations to stock. Every sale script is called with the same six keys:
+--   KEYS[1] meta    hash   items, limit, ends (ms), sold
+--   KEYS[2] items   hash   item id -> holding code, or 'sold'; absent = available
+--   KEYS[3] codes   hash   code -> 'STATE|item|expiresAtMs|user', STATE R(eserved), P(urchased), X(expired)
+--   KEYS[4] users   hash   user -> reservations held + items bought (the per-user limit counts both)
+--   KEYS[5] bought  hash   user -> items bought
+--   KEYS[6] expiry  zset   reserved code -> expiresAtMs
+-- All six share the hash tag {sale:<id>} so a Redis Cluster keeps one sale on one slot.
+
+local function parse_code(record)
+  return string.match(record, '^(%u)|(%d+)|(%d+)|(.*)$')
+end
+
+-- Gives a reservation's item back to the sale and its slot back to the user.
+local function release_code(code, item, expires, user)
+  redis.call('HDEL', KEYS[2], item)
+  redis.call('HINCRBY', KEYS[4], user, -1)
+  redis.call('HSET', KEYS[3], code, 'X|' .. item .. '|' .. expires .. '|' .. user)
+  redis.call('ZREM', KEYS[6], code)
+end
+
+-- Releases up to `max` reservations whose expiry is at or before `now`; returns how many.
+local function release_expired(now, max)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, max)
+  for _, code in ipairs(expired) do
+    local _, item, expires, user = parse_code(redis.call('HGET', KEYS[3], code))
+    release_code(code, item, expires, user)
+  end
+  return #expired
+end

@@ -1,0 +1,29 @@
+-- redeemCode: the purchase decision.
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute)
+-- Returns { status, item, user, bought }: status 'ok' | 'unknown_code' | 'code_used' | 'code_expired';
+-- item/user/bought only with 'ok' (bought = the user's purchases in this sale, this one included).
+-- Invariants: a code is redeemed at most once (the state flips R -> P atomically, so two
+-- redemptions in the same millisecond see different states); an expired code never buys.
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if not record then
+  return { 'unknown_code' }
+end
+local state, item, expires, user = parse_code(record)
+if state == 'P' then
+  return { 'code_used' }
+elseif state == 'X' then
+  return { 'code_expired' }
+end
+if tonumber(ARGV[2]) >= tonumber(expires) then
+  release_code(ARGV[1], item, expires, user)
+  return { 'code_expired' }
+end
+
+redis.call('HSET', KEYS[2], item, 'sold')
+redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user)
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'sold', 1)
+local bought = redis.call('HINCRBY', KEYS[5], user, 1)
+redis.call('PEXPIREAT', KEYS[5], ARGV[3])
+return { 'ok', item, user, bought }

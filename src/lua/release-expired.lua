@@ -1,0 +1,7 @@
+-- releaseExpired: the periodic sweep that returns expired reservations to stock.
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] now (ms), ARGV[2] max reservations to release in this call
+-- Returns the number released.
+-- Invariant: an unused reservation gives its item back to the sale and its slot back to the
+-- user, so a sale with enough demand sells out exactly.
+return release_expired(tonumber(ARGV[1]), tonumber(ARGV[2]))

@@ -1,0 +1,45 @@
+-- reserveItem: the checkout decision.
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] user id, ARGV[2] item id, ARGV[3] new checkout code, ARGV[4] now (ms),
+-- ARGV[5] reservation expiry (ms), ARGV[6] max expired reservations to sweep first,
+-- ARGV[7] key expiry (ms, absolute)
+-- Returns one status string: 'ok' | 'no_sale' (meta missing: not seeded or Redis lost it)
+--   | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
+--   | 'user_limit_reached'
+-- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
+-- never exceed the limit. Expired holds are swept first so returned stock sells again.
+local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold')
+if not meta[1] then
+  return 'no_sale'
+end
+local now = tonumber(ARGV[4])
+if now >= tonumber(meta[3]) then
+  return 'no_active_sale'
+end
+local item_count = tonumber(meta[1])
+if tonumber(ARGV[2]) > item_count then
+  return 'unknown_item'
+end
+if tonumber(meta[4]) >= item_count then
+  return 'sold_out'
+end
+release_expired(now, tonumber(ARGV[6]))
+
+local holder = redis.call('HGET', KEYS[2], ARGV[2])
+if holder == 'sold' then
+  return 'item_sold'
+elseif holder then
+  return 'item_reserved'
+end
+if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') >= tonumber(meta[2]) then
+  return 'user_limit_reached'
+end
+
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], 'R|' .. ARGV[2] .. '|' .. ARGV[5] .. '|' .. ARGV[1])
+redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[3])
+for i = 2, 6 do
+  redis.call('PEXPIREAT', KEYS[i], ARGV[7])
+end
+return 'ok'

@@ -1,0 +1,21 @@
+-- undoRedeem: compensation when Postgres did not commit a purchase that redeemCode allowed.
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] checkout code
+-- Returns 1 when the purchase was undone (the code holds its item again, until its own expiry),
+-- 0 when the code was not in the purchased state.
+-- Invariant: Redis never counts a sale that Postgres, the system of record, does not hold,
+-- and the buyer may retry the same code.
+local record = redis.call('HGET', KEYS[3], ARGV[1])
+if not record then
+  return 0
+end
+local state, item, expires, user = parse_code(record)
+if state ~= 'P' then
+  return 0
+end
+redis.call('HSET', KEYS[2], item, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], 'R|' .. item .. '|' .. expires .. '|' .. user)
+redis.call('ZADD', KEYS[6], expires, ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'sold', -1)
+redis.call('HINCRBY', KEYS[5], user, -1)
+return 1

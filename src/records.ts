@@ -1,0 +1,65 @@
+import type { Pool } from 'pg'
+
+/** One checkout attempt as persisted: refused and invalid attempts included. */
+export interface CheckoutAttempt {
+  saleId: number | null
+  userId: string | null
+  itemId: number | null
+  outcome: string
+  code: string | null
+  expiresAt: number | null
+  attemptedAt: number
+}
+
+export interface PurchaseRecord {
+  saleId: number
+  itemId: number
+  userId: string
+  code: string
+  priceCents: number
+  purchasedAt: number
+}
+
+const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
+
+/**
+ * Multi-row INSERTs for the batch writers: one parameter per column (arrays through
+ * unnest), so one plan serves every batch size and the 65,535-parameter cap never applies.
+ */
+export function checkoutAttemptWriter (pool: Pool) {
+  return async (rows: CheckoutAttempt[]): Promise<void[]> => {
+    await pool.query(
+      `INSERT INTO checkout_attempts (sale_id, user_id, item_id, outcome, code, expires_at, attempted_at)
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])`,
+      [
+        rows.map((r) => r.saleId),
+        rows.map((r) => r.userId),
+        rows.map((r) => r.itemId),
+        rows.map((r) => r.outcome),
+        rows.map((r) => r.code),
+        rows.map((r) => iso(r.expiresAt)),
+        rows.map((r) => iso(r.attemptedAt))
+      ])
+    return new Array<void>(rows.length)
+  }
+}
+
+/** Inserts purchases and resolves each with its purchase id. */
+export function purchaseWriter (pool: Pool) {
+  return async (rows: PurchaseRecord[]): Promise<number[]> => {
+    const { rows: inserted } = await pool.query<{ id: string, code: string }>(
+      `INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
+       SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
+       RETURNING id, code`,
+      [
+        rows.map((r) => r.saleId),
+        rows.map((r) => r.itemId),
+        rows.map((r) => r.userId),
+        rows.map((r) => r.code),
+        rows.map((r) => r.priceCents),
+        rows.map((r) => iso(r.purchasedAt))
+      ])
+    const idByCode = new Map(inserted.map((r) => [r.code, Number(r.id)]))
+    return rows.map((r) => idByCode.get(r.code) as number)
+  }
+}

@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto'
+import type { BatchWriter } from './batch-writer.js'
+import { SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
+import type { Inventory, SaleCounts } from './inventory.js'
+import type { CheckoutAttempt, PurchaseRecord } from './records.js'
+import { saleWindow, type CatalogItem, type Sale } from './sale.js'
+import type { SaleRepository } from './sale-repository.js'
+
+export interface SaleRules {
+  itemCount: number
+  userLimit: number
+  checkoutTtlMs: number
+}
+
+export interface Reservation {
+  code: string
+  expiresAt: number
+  sale: Sale
+  item: CatalogItem
+}
+
+export interface Purchase {
+  purchaseId: number
+  sale: Sale
+  item: CatalogItem
+  userId: string
+  purchasedAt: number
+  userPurchases: number
+}
+
+export interface SaleSummary extends SaleCounts {
+  sale: Sale
+  left: number
+}
+
+interface Logger {
+  error (obj: unknown, msg?: string): void
+  info (obj: unknown, msg?: string): void
+}
+
+export interface SaleServiceDeps {
+  rules: SaleRules
+  now: () => number
+  repository: SaleRepository
+  inventory: Inventory
+  checkoutLog: BatchWriter<CheckoutAttempt>
+  purchaseLog: BatchWriter<PurchaseRecord, number>
+  log: Logger
+}
+
+/** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
+const toUnavailable = (error: unknown): never => {
+  if (error instanceof ServiceUnavailable || error instanceof SaleRefusal) throw error
+  throw new ServiceUnavailable('A dependency is unavailable; retry shortly.', 1, { cause: error })
+}
+
+/** 16 random bytes: 128 bits, base64url without padding (22 characters). */
+export const newCheckoutCode = (): string => randomBytes(16).toString('base64url')
+
+/**
+ * The business rules of the hourly sale, free of HTTP. Redis decides (one Lua script per
+ * decision), Postgres records; a call returns only after its record is committed.
+ */
+export class SaleService {
+  readonly #deps: SaleServiceDeps
+  #current: Sale | null = null
+  #loading: Promise<Sale | null> | null = null
+
+  constructor (deps: SaleServiceDeps) {
+    this.#deps = deps
+  }
+
+  now (): number {
+    return this.#deps.now()
+  }
+
+  /**
+   * Opens the sale of the hour containing `now`: creates it in Postgres and seeds Redis,
+   * both idempotently. The cron plugin calls this at XX:00 and at start-up.
+   */
+  async openSale (now = this.now()): Promise<Sale> {
+    const { rules, repository, inventory, log } = this.#deps
+    const { startsAt, endsAt } = saleWindow(now)
+    const sale = await repository.openSale(startsAt, endsAt, rules.itemCount, rules.userLimit)
+    if (await inventory.initSale(sale)) log.info({ saleId: sale.id, startsAt: new Date(startsAt) }, 'sale opened')
+    this.#current = sale
+    return sale
+  }
+
+  /**
+   * The sale open at `now`, or null. Never creates a sale (that is the roll's job, so a
+   * stampede at XX:00 cannot pile catalog writes onto the request path); it only picks up a
+   * sale another instance or the cron already opened.
+   */
+  async currentSale (now: number): Promise<Sale | null> {
+    const cached = this.#current
+    if (cached !== null && now >= cached.startsAt && now < cached.endsAt) return cached
+    this.#loading ??= this.#loadSale(now).finally(() => { this.#loading = null })
+    const sale = await this.#loading
+    return sale !== null && now >= sale.startsAt && now < sale.endsAt ? sale : null
+  }
+
+  async #loadSale (now: number): Promise<Sale | null> {
+    const sale = await this.#deps.repository.findSale(saleWindow(now).startsAt)
+    if (sale === null) return null
+    await this.#deps.inventory.initSale(sale)
+    this.#current = sale
+    return sale
+  }
+
+  async checkout (userId: string, itemId: number): Promise<Reservation> {
+    const { inventory, rules } = this.#deps
+    const now = this.now()
+    const sale = await this.#orUnavailable(this.currentSale(now), { saleId: null, userId, itemId, attemptedAt: now })
+    if (sale === null) return this.#refuseCheckout('no_active_sale', { saleId: null, userId, itemId, attemptedAt: now })
+
+    const code = newCheckoutCode()
+    const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
+    const status = await this.#orUnavailable(
+      inventory.reserveItem(sale, userId, itemId, code, now, expiresAt),
+      { saleId: sale.id, userId, itemId, attemptedAt: now })
+    if (status === 'no_sale') {
+      await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
+      throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
+    }
+    if (status !== 'ok') return this.#refuseCheckout(status, { saleId: sale.id, userId, itemId, attemptedAt: now })
+
+    try {
+      await this.#deps.checkoutLog.push({ saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now })
+    } catch (error) {
+      // Not recorded means not acknowledged: give the item back rather than hold it for nobody.
+      await inventory.cancelReservation(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not cancel an unrecorded reservation'))
+      throw error
+    }
+    return { code, expiresAt, sale, item: sale.catalog[itemId] as CatalogItem }
+  }
+
+  /** Records a checkout request that failed validation, then lets the caller refuse it. */
+  async recordInvalidCheckout (userId: string | null, itemId: number | null): Promise<void> {
+    const now = this.now()
+    const sale = this.#current !== null && now < this.#current.endsAt && now >= this.#current.startsAt ? this.#current : null
+    await this.#record({ saleId: sale?.id ?? null, userId, itemId, outcome: 'invalid_request', code: null, expiresAt: null, attemptedAt: now })
+  }
+
+  async purchase (code: string): Promise<Purchase> {
+    const { inventory } = this.#deps
+    const now = this.now()
+    const sale = await this.currentSale(now).catch(toUnavailable)
+    if (sale === null) throw new SaleRefusal(await this.#unknownCodeRefusal(code, null))
+    const result = await inventory.redeemCode(sale, code, now).catch(toUnavailable)
+    if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
+    if (result.status !== 'ok') throw new SaleRefusal(result.status)
+
+    const item = sale.catalog[result.itemId] as CatalogItem
+    try {
+      const purchaseId = await this.#deps.purchaseLog.push({
+        saleId: sale.id, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
+      })
+      return { purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought }
+    } catch (error) {
+      // Postgres did not commit it, so it did not happen: the code holds its item again.
+      await inventory.undoRedeem(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not undo an unrecorded purchase'))
+      throw error
+    }
+  }
+
+  /** Sold / held / left of the current sale, or null when no sale is open. */
+  async summary (): Promise<SaleSummary | null> {
+    const sale = await this.currentSale(this.now()).catch(toUnavailable)
+    if (sale === null) return null
+    const counts = await this.#deps.inventory.counts(sale).catch(toUnavailable)
+    return { sale, ...counts, left: counts.items - counts.sold - counts.held }
+  }
+
+  /** Returns expired reservations of the current sale to stock; run periodically. */
+  async releaseExpired (): Promise<number> {
+    const now = this.now()
+    const sale = this.#current
+    if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
+    return this.#deps.inventory.releaseExpired(sale, now)
+  }
+
+  /** A code unknown to the current sale: one issued in an earlier hour gets "sale over". */
+  async #unknownCodeRefusal (code: string, currentSaleId: number | null): Promise<RefusalCode> {
+    const codeSale = await this.#deps.repository.saleOfCode(code).catch(toUnavailable)
+    return codeSale !== null && codeSale !== currentSaleId ? 'sale_over' : 'unknown_code'
+  }
+
+  async #refuseCheckout (outcome: RefusalCode, attempt: Omit<CheckoutAttempt, 'outcome' | 'code' | 'expiresAt'>): Promise<never> {
+    await this.#record({ ...attempt, outcome, code: null, expiresAt: null })
+    throw new SaleRefusal(outcome)
+  }
+
+  #record (attempt: CheckoutAttempt): Promise<void> {
+    return this.#deps.checkoutLog.push(attempt)
+  }
+
+  /** A dependency failure mid-checkout is still an attempt: record it, then answer 503. */
+  async #orUnavailable<T> (work: Promise<T>, attempt: Omit<CheckoutAttempt, 'outcome' | 'code' | 'expiresAt'>): Promise<T> {
+    try {
+      return await work
+    } catch (error) {
+      await this.#record({ ...attempt, outcome: 'service_unavailable', code: null, expiresAt: null })
+        .catch((err: unknown) => this.#deps.log.error({ err }, 'could not record a failed checkout attempt'))
+      return toUnavailable(error)
+    }
+  }
+}

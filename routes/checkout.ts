@@ -29,8 +29,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 }
 
-/** What of a rejected user id is worth keeping in the attempt record (bounded). */
-const asLoggable = (value: unknown): string | null => typeof value === 'string' ? value.slice(0, 128) : null
+/**
+ * What of a rejected user id is worth keeping in the attempt record: bounded, and without NUL,
+ * which Postgres text refuses (one such row would otherwise fail its whole batch).
+ */
+const asLoggable = (value: unknown): string | null => typeof value === 'string' ? value.slice(0, 128).replaceAll('\0', '\uFFFD') : null
 const asItemId = (value: unknown): number | null => {
   const n = Number(value)
   return Number.isInteger(n) && n >= -2_147_483_648 && n <= 2_147_483_647 ? n : null

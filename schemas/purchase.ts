@@ -13,7 +13,7 @@ export const PurchaseQuery = Type.Object({
 
 export const PurchaseBody = Type.Object({
   checkout_code: CheckoutCode
-}, { additionalProperties: false })
+})
 
 export type PurchaseQueryT = Static<typeof PurchaseQuery>
 export type PurchaseBodyT = Static<typeof PurchaseBody>

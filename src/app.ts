@@ -31,6 +31,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // Never answer a hanging request forever.
     requestTimeout: 30_000,
     return503OnClosing: true,
+    // Query strings need string -> number coercion, but never array <-> scalar (Fastify's
+    // default 'array'): `?id=1&id=2` and `{"checkout_code": ["..."]}` are errors, not guesses.
+    ajv: { customOptions: { coerceTypes: true } },
     ...options.fastify
   }).withTypeProvider<TypeBoxTypeProvider>()
 

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+
+const T0 = '2031-03-04T13:10:00.000Z'
+
+test('POST /purchase?code= buys the reserved item and records the purchase', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  const reservation = (await checkout(app, 'user_id=alice&id=9')).json()
+  const res = await purchase(app, reservation.code)
+  assert.equal(res.statusCode, 200)
+  const body = res.json()
+  assert.equal(body.sale_id, reservation.sale_id)
+  assert.deepEqual(body.item, reservation.item)
+  assert.equal(body.total_price, reservation.item.price)
+  assert.equal(body.purchased_at, T0)
+  assert.equal(body.user_purchases, 1)
+  assert.ok(Number.isInteger(body.purchase_id))
+
+  const rows = await sql(app, 'SELECT id, item_id, user_id, code, price_cents FROM purchases')
+  assert.deepEqual(rows, [{ id: String(body.purchase_id), item_id: 9, user_id: 'alice', code: reservation.code, price_cents: Math.round(body.total_price * 100) }])
+})
+
+test('the JSON body shape {"checkout_code"} works too, and user_purchases counts up', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  for (const [i, id] of [4, 5].entries()) {
+    const { code } = (await checkout(app, `user_id=bob&id=${id}`)).json()
+    const res = await app.inject({ method: 'POST', url: '/purchase', payload: { checkout_code: code } })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.json().user_purchases, i + 1)
+  }
+})
+
+test('refusals: unknown, used and expired codes; both or neither code shape', async (t) => {
+  const clock = new TestClock(Date.parse(T0))
+  const app = await buildTestApp(t, isolatedConfig(t), clock)
+
+  const unknown = await purchase(app, 'A'.repeat(22))
+  assert.equal(unknown.statusCode, 404)
+  assert.equal(unknown.json().error, 'unknown_code')
+
+  const { code } = (await checkout(app, 'user_id=a&id=1')).json()
+  assert.equal((await purchase(app, code)).statusCode, 200)
+  const used = await purchase(app, code)
+  assert.equal(used.statusCode, 409)
+  assert.equal(used.json().error, 'code_used')
+
+  const late = (await checkout(app, 'user_id=a&id=2')).json()
+  clock.advance(60_000)
+  const expired = await purchase(app, late.code)
+  assert.equal(expired.statusCode, 410)
+  assert.equal(expired.json().error, 'code_expired')
+  assert.equal((await purchase(app, late.code)).json().error, 'code_expired', 'still expired on retry')
+  assert.equal((await checkout(app, 'user_id=b&id=2')).statusCode, 200, 'its item went back on sale')
+
+  for (const request of [
+    { url: '/purchase' },
+    { url: `/purchase?code=${code}`, payload: { checkout_code: code } },
+    { url: '/purchase?code=short' },
+    { url: '/purchase', payload: { checkout_code: 42 } },
+    { url: '/purchase', payload: { checkout_code: [code] } }
+  ]) {
+    const res = await app.inject({ method: 'POST', ...request })
+    assert.equal(res.statusCode, 400, JSON.stringify(request))
+    assert.equal(res.json().error, 'invalid_request')
+  }
+  assert.equal((await sql(app, 'SELECT 1 FROM purchases')).length, 1)
+})
+
+test('hostile bodies: invalid JSON, wrong content type, oversized', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  const cases = [
+    { headers: { 'content-type': 'application/json' }, payload: '{"checkout_code":', status: 400, error: 'invalid_json' },
+    { headers: { 'content-type': 'text/plain' }, payload: 'code', status: 415, error: 'unsupported_media_type' },
+    { headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ checkout_code: 'x'.repeat(5000) }), status: 413, error: 'payload_too_large' }
+  ]
+  for (const { status, error, ...request } of cases) {
+    const res = await app.inject({ method: 'POST', url: '/purchase', ...request })
+    assert.equal(res.statusCode, status, error)
+    assert.equal(res.json().error, error)
+  }
+  const missing = await app.inject({ method: 'GET', url: '/purchase' })
+  assert.equal(missing.statusCode, 404)
+  assert.equal(missing.json().error, 'not_found')
+})
+
+test('two redemptions of one code in the same instant buy once', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t, { USER_LIMIT: 10 }), new TestClock(Date.parse(T0)))
+  for (let item = 1; item <= 10; item++) {
+    const { code } = (await checkout(app, `user_id=racer${item % 3}&id=${item}`)).json()
+    const results = await Promise.all(Array.from({ length: 8 }, () => purchase(app, code)))
+    const statuses = results.map((r) => r.statusCode).sort()
+    assert.deepEqual(statuses, [200, 409, 409, 409, 409, 409, 409, 409])
+  }
+  const [{ n } = { n: 0 }] = await sql<{ n: number }>(app, 'SELECT count(*)::int AS n FROM purchases')
+  assert.equal(n, 10)
+})
+
+test('hour boundary: a code taken at 13:59 cannot be redeemed in the 14:00 sale', async (t) => {
+  const clock = new TestClock(Date.parse('2031-03-04T13:59:00.000Z'))
+  const app = await buildTestApp(t, isolatedConfig(t, { CHECKOUT_TTL_SECONDS: 600 }), clock)
+  const { code } = (await checkout(app, 'user_id=a&id=1')).json()
+  clock.set('2031-03-04T14:00:00.000Z')
+  await app.sales.openSale()
+  const res = await purchase(app, code)
+  assert.equal(res.statusCode, 410)
+  assert.equal(res.json().error, 'sale_over')
+  assert.equal((await sql(app, 'SELECT 1 FROM purchases')).length, 0)
+
+  // Before the new hour is rolled there is no sale at all: the answer is the same.
+  clock.set('2031-03-04T15:00:01.000Z')
+  assert.equal((await purchase(app, code)).json().error, 'sale_over')
+})

@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+
+test('instances starting together open one sale, seeded once, with a deterministic catalog', async (t) => {
+  const config = isolatedConfig(t, { SALE_ITEMS: 50 })
+  const clock = new TestClock(Date.parse('2031-03-04T13:37:00.000Z'))
+  const first = await buildTestApp(t, config, clock)
+  // A purchase before the other instances roll: their roll must not reset the sold counter.
+  const { code } = (await checkout(first, 'user_id=a&id=1')).json()
+  assert.equal((await purchase(first, code)).statusCode, 200)
+
+  const others = await Promise.all([1, 2, 3].map(() => buildTestApp(t, config, clock)))
+  await Promise.all([first, ...others].map((app) => app.sales.openSale()))
+
+  const sales = await sql<{ id: string, starts_at: Date, item_count: number }>(first, 'SELECT id, starts_at, item_count FROM sales')
+  assert.equal(sales.length, 1)
+  assert.equal(sales[0]?.starts_at.toISOString(), '2031-03-04T13:00:00.000Z')
+  const [{ n } = { n: 0 }] = await sql<{ n: number }>(first, 'SELECT count(*)::int AS n FROM items')
+  assert.equal(n, 50)
+  for (const app of others) {
+    assert.equal((await app.inject('/')).json().sale.sold, 1)
+    assert.equal((await checkout(app, 'user_id=b&id=1')).json().error, 'item_sold')
+  }
+
+  // The same hour yields the same catalog in another database schema.
+  const elsewhere = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 50 }), clock)
+  const catalog = 'SELECT id, name, description, price_cents FROM items ORDER BY id'
+  assert.deepEqual(await sql(elsewhere, catalog), await sql(first, catalog))
+})
+
+test('each hour gets its own sale and prices', async (t) => {
+  const clock = new TestClock(Date.parse('2031-03-04T13:37:00.000Z'))
+  const app = await buildTestApp(t, isolatedConfig(t), clock)
+  clock.set('2031-03-04T14:00:00.000Z')
+  await app.sales.openSale()
+  const rows = await sql<{ sale_id: string, prices: number[] }>(app,
+    'SELECT sale_id, array_agg(price_cents ORDER BY id) AS prices FROM items GROUP BY sale_id ORDER BY sale_id')
+  assert.equal(rows.length, 2)
+  assert.notDeepEqual(rows[0]?.prices, rows[1]?.prices)
+})

@@ -6,6 +6,7 @@
  *   npm run bench                 full run (10 s per scenario, 10,000-item sell-out)
  *   npm run bench -- --smoke      a few seconds, small sale, no thresholds (CI)
  *   npm run bench -- --cluster    service in cluster mode (one worker per core)
+ *   BENCH_PROFILE=1 npm run bench  also write a V8 CPU profile per process to bench/results/
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -33,7 +34,8 @@ let nextPort = 3400 + Math.floor(Math.random() * 500)
 /** Starts a process that logs pino's "Server listening" line, and waits for it. */
 async function startProcess (args: string[], env: Record<string, string>): Promise<{ url: string, child: ChildProcess }> {
   const port = nextPort++
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : []
+  const child = spawn(process.execPath, [...profile, ...args], {
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit']
   })
@@ -50,7 +52,7 @@ async function startProcess (args: string[], env: Record<string, string>): Promi
 
 async function startService (name: string, items: number): Promise<Service> {
   const schema = `${runId}_${name}`
-  const { url, child } = await startProcess([clusterMode ? 'src/cluster.ts' : 'src/server.ts'], {
+  const { url, child } = await startProcess([clusterMode ? 'dist/src/cluster.js' : 'dist/src/server.js'], {
     DATABASE_SCHEMA: schema,
     REDIS_KEY_PREFIX: `${schema}:`,
     SALE_ITEMS: String(items),
@@ -131,7 +133,7 @@ interface Flow { item?: number, code?: string }
 
 /** Scenario 1: the machine's ceiling, a bare Fastify POST route answering a small JSON body. */
 async function bare (): Promise<Row> {
-  const { url, child } = await startProcess(['bench/bare-server.ts'], {})
+  const { url, child } = await startProcess(['--import', 'tsx', 'bench/bare-server.ts'], {})
   try {
     console.log(`\n▶ bare Fastify route, ${CONNECTIONS} connections, ${DURATION_S} s`)
     const result = await run({ url: `${url}/checkout?user_id=u1&id=1`, method: 'POST', connections: CONNECTIONS, duration: DURATION_S }).done

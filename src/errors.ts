@@ -17,10 +17,19 @@ export const REFUSALS = {
 
 export type RefusalCode = keyof typeof REFUSALS
 
-/** A business rule said no: the request was valid, the answer is a refusal. */
+/**
+ * A business rule said no: the request was valid, the answer is a refusal. Refusals are the
+ * common case under a stampede and need no stack trace, whose capture dominated their cost.
+ */
 export class SaleRefusal extends Error {
-  constructor (readonly code: RefusalCode) {
+  readonly code: RefusalCode
+
+  constructor (code: RefusalCode) {
+    const stackTraceLimit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
     super(REFUSALS[code])
+    Error.stackTraceLimit = stackTraceLimit
+    this.code = code
     this.name = 'SaleRefusal'
   }
 }

@@ -20,25 +20,26 @@ export interface PurchaseRecord {
   purchasedAt: number
 }
 
-const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
-
 /**
  * Multi-row INSERTs for the batch writers: one parameter per column (arrays through
  * unnest), so one plan serves every batch size and the 65,535-parameter cap never applies.
+ * Times travel as epoch milliseconds (cheaper to serialize than ISO strings).
  */
 export function checkoutAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
     await pool.query(
       `INSERT INTO checkout_attempts (sale_id, user_id, item_id, outcome, code, expires_at, attempted_at)
-       SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])`,
+       SELECT sale_id, user_id, item_id, outcome, code, to_timestamp(expires_ms / 1000), to_timestamp(attempted_ms / 1000)
+       FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::float8[])
+         AS r (sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)`,
       [
         rows.map((r) => r.saleId),
         rows.map((r) => r.userId),
         rows.map((r) => r.itemId),
         rows.map((r) => r.outcome),
         rows.map((r) => r.code),
-        rows.map((r) => iso(r.expiresAt)),
-        rows.map((r) => iso(r.attemptedAt))
+        rows.map((r) => r.expiresAt),
+        rows.map((r) => r.attemptedAt)
       ])
     return new Array<void>(rows.length)
   }
@@ -49,7 +50,9 @@ export function purchaseWriter (pool: Pool) {
   return async (rows: PurchaseRecord[]): Promise<number[]> => {
     const { rows: inserted } = await pool.query<{ id: string, code: string }>(
       `INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
-       SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
+       SELECT sale_id, item_id, user_id, code, price_cents, to_timestamp(purchased_ms / 1000)
+       FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[])
+         AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms)
        RETURNING id, code`,
       [
         rows.map((r) => r.saleId),
@@ -57,7 +60,7 @@ export function purchaseWriter (pool: Pool) {
         rows.map((r) => r.userId),
         rows.map((r) => r.code),
         rows.map((r) => r.priceCents),
-        rows.map((r) => iso(r.purchasedAt))
+        rows.map((r) => r.purchasedAt)
       ])
     const idByCode = new Map(inserted.map((r) => [r.code, Number(r.id)]))
     return rows.map((r) => idByCode.get(r.code) as number)

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
-import type { FastifyError } from 'fastify'
-import { InvalidRequest, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { InvalidRequest, RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
 
 /** HTTP status of each business refusal. */
 export const REFUSAL_STATUS: Record<RefusalCode, number> = {
@@ -23,34 +23,43 @@ const FRAMEWORK_ERRORS: Record<string, string> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
-  FST_ERR_VALIDATION: 'invalid_request'
+  FST_ERR_VALIDATION: 'invalid_request',
+  // Raised by the router itself (see `frameworkErrors` in src/app.ts), e.g. `/%zz`.
+  FST_ERR_BAD_URL: 'invalid_url',
+  FST_ERR_MAX_PARAM_LENGTH: 'invalid_url'
 }
 
 /**
  * One JSON error shape everywhere: `{ error: <stable code>, message: <human text> }`.
  * Client mistakes are 4xx; a dependency outage is 503 with Retry-After; only a bug is 500.
  */
+export function sendError (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  if (error instanceof SaleRefusal) {
+    return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
+  }
+  if (error instanceof ServiceUnavailable) {
+    request.log.warn({ err: error.cause ?? error }, 'answered 503')
+    return reply.code(503).header('retry-after', error.retryAfterSeconds)
+      .send({ error: 'service_unavailable', message: error.message })
+  }
+  if (error instanceof RateLimited) {
+    return reply.code(429).header('retry-after', error.retryAfterSeconds)
+      .send({ error: 'rate_limited', message: error.message })
+  }
+  if (error instanceof InvalidRequest || error.validation) {
+    return reply.code(400).send({ error: 'invalid_request', message: error.message })
+  }
+  const status = error.statusCode ?? 500
+  if (status >= 400 && status < 500) {
+    const code = (error.code && FRAMEWORK_ERRORS[error.code]) || (error instanceof SyntaxError ? 'invalid_json' : 'bad_request')
+    return reply.code(status).send({ error: code, message: error.message })
+  }
+  request.log.error({ err: error }, 'unhandled error')
+  return reply.code(500).send({ error: 'internal_error', message: 'Something went wrong on our side.' })
+}
+
 export default fp(async (fastify) => {
-  fastify.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof SaleRefusal) {
-      return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
-    }
-    if (error instanceof ServiceUnavailable) {
-      request.log.warn({ err: error.cause ?? error }, 'answered 503')
-      return reply.code(503).header('retry-after', error.retryAfterSeconds)
-        .send({ error: 'service_unavailable', message: error.message })
-    }
-    if (error instanceof InvalidRequest || error.validation) {
-      return reply.code(400).send({ error: 'invalid_request', message: error.message })
-    }
-    const status = error.statusCode ?? 500
-    if (status >= 400 && status < 500) {
-      const code = (error.code && FRAMEWORK_ERRORS[error.code]) || (error instanceof SyntaxError ? 'invalid_json' : 'bad_request')
-      return reply.code(status).send({ error: code, message: error.message })
-    }
-    request.log.error({ err: error }, 'unhandled error')
-    return reply.code(500).send({ error: 'internal_error', message: 'Something went wrong on our side.' })
-  })
+  fastify.setErrorHandler(sendError)
 
   fastify.setNotFoundHandler((request, reply) => {
     reply.code(404).send({ error: 'not_found', message: `No route for ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}` })

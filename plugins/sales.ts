@@ -51,6 +51,12 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   fastify.decorate('checkoutLog', checkoutLog)
   fastify.decorate('purchaseLog', purchaseLog)
 
+  // A reconnect may mean a restarted, empty Redis: restore the current sale before it is needed.
+  const onRedisReady = () => {
+    sales.restoreCurrentSale().catch((err: unknown) => log.warn({ err }, 'restoring the sale after a Redis reconnect failed'))
+  }
+  fastify.redis.on('ready', onRedisReady)
+
   const sweeper = setInterval(() => {
     sales.releaseExpired().catch((err: unknown) => log.warn({ err }, 'releasing expired reservations failed'))
   }, config.RELEASE_INTERVAL_MS)
@@ -59,6 +65,7 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   // Runs before the pools close (plugins close in reverse order): accepted rows are written, not dropped.
   fastify.addHook('onClose', async () => {
     clearInterval(sweeper)
+    fastify.redis.off('ready', onRedisReady)
     await Promise.all([checkoutLog.close(), purchaseLog.close()])
   })
 }, { name: 'sales', dependencies: ['config', 'postgres', 'redis'] })

@@ -6,6 +6,8 @@ import { isoTime, presentItem } from '../src/presenters.js'
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/checkout', {
     schema: checkoutSchema,
+    // Abuse limits (per user, per IP) first: a limited request costs no attempt row.
+    onRequest: fastify.checkoutRateLimit,
     // Invalid requests are checkout attempts too: record them before refusing.
     attachValidation: true
   }, async (request) => {
@@ -14,6 +16,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (request.validationError !== undefined) {
       await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw request.validationError
+    }
+    // ajv coerces `Infinity` (or `1e400`) to the integer type but skips its range checks for
+    // non-finite numbers; such an id would also fail the whole batch of attempt rows it joins.
+    if (typeof itemId === 'number' && !Number.isFinite(itemId)) {
+      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), null)
+      throw new InvalidRequest('querystring/id must be an integer from 1 to 2147483647')
     }
     if (itemId === undefined || (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id)) {
       await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))

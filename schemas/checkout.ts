@@ -32,6 +32,6 @@ export const checkoutSchema = {
   querystring: CheckoutQuery,
   response: {
     200: CheckoutResponse,
-    ...errorResponses(400, 403, 404, 409, 503)
+    ...errorResponses(400, 403, 404, 409, 429, 503)
   }
 }

@@ -2,9 +2,11 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import configPlugin from '../plugins/config.js'
-import errorsPlugin from '../plugins/errors.js'
+import errorsPlugin, { sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
 import redisPlugin from '../plugins/redis.js'
+import rateLimitPlugin from '../plugins/rate-limit.js'
+import securityPlugin, { setSecurityHeaders } from '../plugins/security.js'
 import salesPlugin from '../plugins/sales.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
 import checkoutRoutes from '../routes/checkout.js'
@@ -21,7 +23,7 @@ export interface BuildOptions {
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
  * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> sales -> roll.
+ * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> rate limits -> sales -> roll.
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -34,6 +36,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // Query strings need string -> number coercion, but never array <-> scalar (Fastify's
     // default 'array'): `?id=1&id=2` and `{"checkout_code": ["..."]}` are errors, not guesses.
     ajv: { customOptions: { coerceTypes: true } },
+    // What the router refuses before any hook runs (a path like `/%zz`): same shape and headers.
+    frameworkErrors: (error, request, reply) => {
+      setSecurityHeaders(reply)
+      sendError(error, request, reply)
+    },
     ...options.fastify
   }).withTypeProvider<TypeBoxTypeProvider>()
 
@@ -42,8 +49,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
+  await app.register(securityPlugin)
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
+  await app.register(rateLimitPlugin)
   await app.register(salesPlugin, { now: options.now })
   await app.register(saleRollPlugin)
 

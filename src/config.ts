@@ -41,6 +41,20 @@ export const ConfigSchema = Type.Object({
   BATCH_MAX_QUEUE: Type.Integer({ minimum: 1, default: 20_000 }),
   BATCH_MAX_INFLIGHT: Type.Integer({ minimum: 1, maximum: 50, default: 4 }),
 
+  /**
+   * Abuse limits on POST /checkout, counted in Redis (shared by every instance) per fixed window;
+   * 0 turns a limit off. Defaults are far above any honest client so they never shape load:
+   * a user can hold at most USER_LIMIT items, and the sell-out bench (5,000 random users at
+   * ~10k req/s, about 2 req/s each) stays well under 50 per second; what it stops is one id
+   * hammered in a loop, each try of which would otherwise cost a committed attempt row.
+   * Per IP is effectively off by default: without `trustProxy` every client behind a load
+   * balancer shares one IP, and a bench from one host runs 15k req/s; set it when clients
+   * reach the service directly.
+   */
+  RATE_LIMIT_PER_USER: Type.Integer({ minimum: 0, default: 50 }),
+  RATE_LIMIT_PER_IP: Type.Integer({ minimum: 0, default: 1_000_000 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1000 }),
+
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
 })

@@ -49,3 +49,17 @@ export class InvalidRequest extends Error {
     this.name = 'InvalidRequest'
   }
 }
+
+/**
+ * The caller exceeded an abuse limit (plugins/rate-limit.ts). Like a refusal it is cheap: no
+ * stack trace, since a flood of them is exactly when it is thrown.
+ */
+export class RateLimited extends Error {
+  constructor (message: string, readonly retryAfterSeconds: number) {
+    const stackTraceLimit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    super(message)
+    Error.stackTraceLimit = stackTraceLimit
+    this.name = 'RateLimited'
+  }
+}

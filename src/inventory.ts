@@ -21,13 +21,22 @@ export type ReserveStatus =
 
 export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }
-  | { status: 'unknown_code' | 'code_used' | 'code_expired' }
+  | { status: 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
+
+/** How long one instance may hold a sale's rebuild lock (a rebuild takes well under a second). */
+const REBUILD_LOCK_MS = 30_000
+/** Accepted checkouts replayed per restoreCodes call. */
+const RESTORE_CHUNK = 500
 
 export interface SaleCounts { items: number, sold: number, held: number }
+
+/** One accepted checkout as Postgres recorded it, for rebuilding a sale's Redis state. */
+export interface AcceptedCheckout { code: string, purchased: boolean, itemId: number, expiresAt: number, userId: string }
 
 type Arg = string | number
 interface SaleScripts {
   initSale (...args: Arg[]): Promise<number>
+  restoreCodes (...args: Arg[]): Promise<number>
   reserveItem (...args: Arg[]): Promise<ReserveStatus>
   redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?]>
   undoRedeem (...args: Arg[]): Promise<number>
@@ -38,6 +47,7 @@ interface SaleScripts {
 
 const SCRIPTS: Record<keyof SaleScripts, { file: string, usesReleaseLib: boolean }> = {
   initSale: { file: 'init-sale.lua', usesReleaseLib: false },
+  restoreCodes: { file: 'restore-codes.lua', usesReleaseLib: false },
   reserveItem: { file: 'reserve-item.lua', usesReleaseLib: true },
   redeemCode: { file: 'redeem-code.lua', usesReleaseLib: true },
   undoRedeem: { file: 'undo-redeem.lua', usesReleaseLib: true },
@@ -59,17 +69,42 @@ export function defineSaleScripts (redis: Redis): void {
 }
 
 export class Inventory {
+  readonly #redis: Redis
   readonly #scripts: SaleScripts
 
   constructor (redis: Redis) {
+    this.#redis = redis
     this.#scripts = redis as unknown as SaleScripts
   }
 
-  /** Seeds the sale's counters unless they exist; returns true when this call seeded. */
-  async initSale (sale: Sale): Promise<boolean> {
-    const seeded = await this.#scripts.initSale(
-      ...sale.keys, sale.itemCount, sale.userLimit, sale.endsAt, sale.endsAt + KEY_RETENTION_MS)
-    return seeded === 1
+  /** True when the sale's hot state is in Redis (its meta exists). */
+  async isLive (sale: Sale): Promise<boolean> {
+    return await this.#redis.exists(sale.keys[0] as string) === 1
+  }
+
+  /** Takes the sale's rebuild lock (SET NX PX); returns false when another instance holds it. */
+  async lockRebuild (sale: Sale): Promise<boolean> {
+    return await this.#redis.set(`{sale:${sale.id}}:rebuild`, String(process.pid), 'PX', REBUILD_LOCK_MS, 'NX') === 'OK'
+  }
+
+  async unlockRebuild (sale: Sale): Promise<void> {
+    await this.#redis.del(`{sale:${sale.id}}:rebuild`)
+  }
+
+  /**
+   * Replaces the sale's hot state with Postgres's records (caller holds the rebuild lock and
+   * the meta is missing, so no decision script runs meanwhile), then publishes the meta.
+   */
+  async rebuild (sale: Sale, accepted: AcceptedCheckout[], now: number): Promise<void> {
+    await this.#redis.del(...sale.keys.slice(1))
+    const keyExpiry = sale.endsAt + KEY_RETENTION_MS
+    for (let i = 0; i < accepted.length; i += RESTORE_CHUNK) {
+      const args: Arg[] = []
+      for (const c of accepted.slice(i, i + RESTORE_CHUNK)) args.push(c.code, c.purchased ? '1' : '0', c.itemId, c.expiresAt, c.userId)
+      await this.#scripts.restoreCodes(...sale.keys, now, keyExpiry, ...args)
+    }
+    const sold = accepted.reduce((n, c) => c.purchased ? n + 1 : n, 0)
+    await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.endsAt, keyExpiry, sold)
   }
 
   reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number): Promise<ReserveStatus> {
@@ -81,7 +116,7 @@ export class Inventory {
     const [status, itemId, userId, bought] = await this.#scripts.redeemCode(
       ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS)
     if (status === 'ok') return { status, itemId: Number(itemId), userId: String(userId), bought: Number(bought) }
-    return { status: status as 'unknown_code' | 'code_used' | 'code_expired' }
+    return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }
 
   async undoRedeem (sale: Sale, code: string): Promise<boolean> {

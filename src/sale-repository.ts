@@ -1,4 +1,5 @@
 import type { Pool } from 'pg'
+import type { AcceptedCheckout } from './inventory.js'
 import { saleKeys, type CatalogItem, type Sale } from './sale.js'
 
 interface SaleRow { id: string, starts_at: Date, ends_at: Date, item_count: number, user_limit: number }
@@ -67,6 +68,16 @@ export class SaleRepository {
       keys: saleKeys(id),
       catalog
     }
+  }
+
+  /** Every accepted checkout of a sale, purchases first: what Redis is rebuilt from. */
+  async acceptedCheckouts (saleId: number): Promise<AcceptedCheckout[]> {
+    const { rows } = await this.pool.query<{ code: string, purchased: boolean, item_id: number, expires_ms: string, user_id: string }>(
+      `SELECT a.code, p.id IS NOT NULL AS purchased, a.item_id, (extract(epoch FROM a.expires_at) * 1000)::bigint AS expires_ms, a.user_id
+       FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code
+       WHERE a.sale_id = $1 AND a.outcome = 'accepted'
+       ORDER BY purchased DESC, a.id`, [saleId])
+    return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
 
   /** The sale a checkout code was issued in, or null for a code never issued. */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { BatchWriter } from './batch-writer.js'
 import { SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
 import type { Inventory, SaleCounts } from './inventory.js'
@@ -35,6 +36,7 @@ export interface SaleSummary extends SaleCounts {
 
 interface Logger {
   error (obj: unknown, msg?: string): void
+  warn (obj: unknown, msg?: string): void
   info (obj: unknown, msg?: string): void
 }
 
@@ -47,6 +49,10 @@ export interface SaleServiceDeps {
   purchaseLog: BatchWriter<PurchaseRecord, number>
   log: Logger
 }
+
+/** How long a request waits for another instance's rebuild of a lost sale before a 503. */
+const REBUILD_WAIT_MS = 5000
+const REBUILD_POLL_MS = 25
 
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
 const toUnavailable = (error: unknown): never => {
@@ -81,6 +87,7 @@ export class SaleService {
   readonly #deps: SaleServiceDeps
   #current: Sale | null = null
   #loading: Promise<Sale | null> | null = null
+  readonly #restoring = new Map<number, Promise<void>>()
 
   constructor (deps: SaleServiceDeps) {
     this.#deps = deps
@@ -98,9 +105,52 @@ export class SaleService {
     const { rules, repository, inventory, log } = this.#deps
     const { startsAt, endsAt } = saleWindow(now)
     const sale = await repository.openSale(startsAt, endsAt, rules.itemCount, rules.userLimit)
-    if (await inventory.initSale(sale)) log.info({ saleId: sale.id, startsAt: new Date(startsAt) }, 'sale opened')
+    if (!await inventory.isLive(sale)) {
+      await this.restoreHotState(sale)
+      log.info({ saleId: sale.id, startsAt: new Date(startsAt) }, 'sale opened')
+    }
     this.#current = sale
     return sale
+  }
+
+  /**
+   * Makes sure Redis holds the sale's state, rebuilding it from Postgres if Redis lost it
+   * (flush, restart without persistence) or never had it. One instance rebuilds under a lock;
+   * the others, and concurrent requests here, wait for it and then carry on. Requests never get
+   * an answer from half-restored state: the decision scripts see no meta until the end.
+   */
+  restoreHotState (sale: Sale): Promise<void> {
+    let pending = this.#restoring.get(sale.id)
+    if (pending === undefined) {
+      pending = this.#restore(sale).finally(() => this.#restoring.delete(sale.id))
+      this.#restoring.set(sale.id, pending)
+    }
+    return pending
+  }
+
+  /** Called when Redis reconnects: whatever it lost of the current sale comes back now. */
+  async restoreCurrentSale (): Promise<void> {
+    if (this.#current !== null) await this.restoreHotState(this.#current)
+  }
+
+  async #restore (sale: Sale): Promise<void> {
+    const { inventory, repository, log } = this.#deps
+    const deadline = Date.now() + REBUILD_WAIT_MS
+    while (!await inventory.isLive(sale)) {
+      if (await inventory.lockRebuild(sale)) {
+        try {
+          if (await inventory.isLive(sale)) return
+          const accepted = await repository.acceptedCheckouts(sale.id)
+          await inventory.rebuild(sale, accepted, this.now())
+          if (accepted.length > 0) log.warn({ saleId: sale.id, codes: accepted.length }, 'sale state rebuilt in Redis from Postgres')
+          return
+        } finally {
+          await inventory.unlockRebuild(sale)
+        }
+      }
+      if (Date.now() > deadline) throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
+      await sleep(REBUILD_POLL_MS)
+    }
   }
 
   /**
@@ -119,7 +169,7 @@ export class SaleService {
   async #loadSale (now: number): Promise<Sale | null> {
     const sale = await this.#deps.repository.findSale(saleWindow(now).startsAt)
     if (sale === null) return null
-    await this.#deps.inventory.initSale(sale)
+    await this.restoreHotState(sale)
     this.#current = sale
     return sale
   }
@@ -133,7 +183,7 @@ export class SaleService {
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
     const status = await this.#orUnavailable(
-      inventory.reserveItem(sale, userId, itemId, code, now, expiresAt),
+      this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt), (s) => s === 'no_sale'),
       { saleId: sale.id, userId, itemId, attemptedAt: now })
     if (status === 'no_sale') {
       await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
@@ -163,7 +213,8 @@ export class SaleService {
     const now = this.now()
     const sale = await this.currentSale(now).catch(toUnavailable)
     if (sale === null) throw new SaleRefusal(await this.#unknownCodeRefusal(code, null))
-    const result = await inventory.redeemCode(sale, code, now).catch(toUnavailable)
+    const result = await this.#decide(sale, () => inventory.redeemCode(sale, code, now), (r) => r.status === 'no_sale').catch(toUnavailable)
+    if (result.status === 'no_sale') throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
     if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
@@ -184,7 +235,7 @@ export class SaleService {
   async summary (): Promise<SaleSummary | null> {
     const sale = await this.currentSale(this.now()).catch(toUnavailable)
     if (sale === null) return null
-    const counts = await this.#deps.inventory.counts(sale).catch(toUnavailable)
+    const counts = await this.#decide(sale, () => this.#deps.inventory.counts(sale), (c) => c.items === 0).catch(toUnavailable)
     return { sale, ...counts, left: counts.items - counts.sold - counts.held }
   }
 
@@ -194,6 +245,14 @@ export class SaleService {
     const sale = this.#current
     if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
     return this.#deps.inventory.releaseExpired(sale, now)
+  }
+
+  /** Runs one Redis decision; if Redis lost the sale, restores it from Postgres and decides again. */
+  async #decide<T> (sale: Sale, decide: () => Promise<T>, saleLost: (result: T) => boolean): Promise<T> {
+    const result = await decide()
+    if (!saleLost(result)) return result
+    await this.restoreHotState(sale)
+    return decide()
   }
 
   /** A code unknown to the current sale: one issued in an earlier hour gets "sale over". */

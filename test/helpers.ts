@@ -38,11 +38,14 @@ async function dropIsolated (config: Config): Promise<void> {
   } finally {
     await client.end()
   }
-  const redis = new Redis(config.REDIS_URL)
+  // Never retry: a test may have killed its own dedicated Redis, which then holds nothing to clean.
+  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+  redis.on('error', () => {})
   try {
+    await redis.connect()
     const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}*`)
     if (keys.length > 0) await redis.del(...keys)
-  } finally {
+  } catch { /* nothing reachable to clean */ } finally {
     redis.disconnect()
   }
 }

@@ -3,7 +3,11 @@
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code
 -- Returns 1 when the reservation was released, 0 when the code was not reserved.
+-- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
 -- Invariant: no item stays held by a code that was never acknowledged and never recorded.
+if sale_lost() then
+  return 0
+end
 local record = redis.call('HGET', KEYS[3], ARGV[1])
 if not record then
   return 0

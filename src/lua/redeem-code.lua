@@ -1,10 +1,14 @@
 -- redeemCode: the purchase decision.
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute)
--- Returns { status, item, user, bought }: status 'ok' | 'unknown_code' | 'code_used' | 'code_expired';
+-- Returns { status, item, user, bought }: status 'ok' | 'no_sale' (meta missing: Redis lost the sale)
+--   | 'unknown_code' | 'code_used' | 'code_expired';
 -- item/user/bought only with 'ok' (bought = the user's purchases in this sale, this one included).
 -- Invariants: a code is redeemed at most once (the state flips R -> P atomically, so two
 -- redemptions in the same millisecond see different states); an expired code never buys.
+if sale_lost() then
+  return { 'no_sale' }
+end
 local record = redis.call('HGET', KEYS[3], ARGV[1])
 if not record then
   return { 'unknown_code' }
@@ -15,7 +19,8 @@ if state == 'P' then
 elseif state == 'X' then
   return { 'code_expired' }
 end
-if tonumber(ARGV[2]) >= tonumber(expires) then
+-- The item must still be held by this very code (defends against any stale record after a rebuild).
+if tonumber(ARGV[2]) >= tonumber(expires) or redis.call('HGET', KEYS[2], item) ~= ARGV[1] then
   release_code(ARGV[1], item, expires, user)
   return { 'code_expired' }
 end

@@ -3,8 +3,12 @@
 -- ARGV[1] checkout code
 -- Returns 1 when the purchase was undone (the code holds its item again, until its own expiry),
 -- 0 when the code was not in the purchased state.
+-- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
 -- Invariant: Redis never counts a sale that Postgres, the system of record, does not hold,
 -- and the buyer may retry the same code.
+if sale_lost() then
+  return 0
+end
 local record = redis.call('HGET', KEYS[3], ARGV[1])
 if not record then
   return 0

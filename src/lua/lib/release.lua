@@ -8,6 +8,12 @@
 --   KEYS[6] expiry  zset   reserved code -> expiresAtMs
 -- All six share the hash tag {sale:<id>} so a Redis Cluster keeps one sale on one slot.
 
+-- True while the sale's meta is missing: Redis lost the sale (flush, restart) or a rebuild from
+-- Postgres is under way. Mutating scripts then do nothing, so the rebuild sees no writer.
+local function sale_lost()
+  return redis.call('EXISTS', KEYS[1]) == 0
+end
+
 local function parse_code(record)
   return string.match(record, '^(%u)|(%d+)|(%d+)|(.*)$')
 end

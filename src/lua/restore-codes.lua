@@ -1,0 +1,34 @@
+-- restoreCodes: replays a chunk of Postgres's accepted checkouts into a sale whose Redis state
+-- was lost (flush, restart). Run only by the holder of the sale's rebuild lock, while meta is
+-- missing (so no decision script runs), after the other five keys were deleted, purchases first.
+-- KEYS: the six sale keys (see lib/release.lua).
+-- ARGV[1] now (ms), ARGV[2] key expiry (ms, absolute), then groups of five:
+--   code, purchased ('1' | '0'), item id, expiresAtMs, user id
+-- Returns the number of codes that hold an item (sold or live reservation) after the chunk.
+-- Invariants: an item is held by at most one code (a purchase wins; a second live code for the
+-- same item is stored expired); user counts equal that user's purchases + live reservations.
+local now = tonumber(ARGV[1])
+local holding = 0
+for i = 3, #ARGV, 5 do
+  local code, purchased, item, expires, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local free = redis.call('HEXISTS', KEYS[2], item) == 0
+  if purchased == '1' and free then
+    redis.call('HSET', KEYS[2], item, 'sold')
+    redis.call('HSET', KEYS[3], code, 'P|' .. item .. '|' .. expires .. '|' .. user)
+    redis.call('HINCRBY', KEYS[4], user, 1)
+    redis.call('HINCRBY', KEYS[5], user, 1)
+    holding = holding + 1
+  elseif purchased == '0' and free and tonumber(expires) > now then
+    redis.call('HSET', KEYS[2], item, code)
+    redis.call('HSET', KEYS[3], code, 'R|' .. item .. '|' .. expires .. '|' .. user)
+    redis.call('HINCRBY', KEYS[4], user, 1)
+    redis.call('ZADD', KEYS[6], expires, code)
+    holding = holding + 1
+  else
+    redis.call('HSET', KEYS[3], code, 'X|' .. item .. '|' .. expires .. '|' .. user)
+  end
+end
+for i = 2, 6 do
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2])
+end
+return holding

@@ -31,14 +31,14 @@ export function isolatedConfig (t: TestContext, overrides: Partial<Config> = {})
 }
 
 async function dropIsolated (config: Config): Promise<void> {
+  // A test may have stopped its own dedicated Postgres or Redis: then there is nothing to clean.
   const client = new pg.Client({ connectionString: config.DATABASE_URL })
-  await client.connect()
   try {
+    await client.connect()
     await client.query(`DROP SCHEMA IF EXISTS ${config.DATABASE_SCHEMA} CASCADE`)
-  } finally {
-    await client.end()
+  } catch { /* unreachable */ } finally {
+    await client.end().catch(() => {})
   }
-  // Never retry: a test may have killed its own dedicated Redis, which then holds nothing to clean.
   const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
   redis.on('error', () => {})
   try {

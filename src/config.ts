@@ -70,3 +70,13 @@ export function loadConfig (overrides: Partial<Config> = {}, env: NodeJS.Process
     dotenv: false
   })
 }
+
+/** For entry points (server, CLIs): the validated configuration, or a one-line reason and exit 1. */
+export function configOrExit (): Config {
+  try {
+    return loadConfig()
+  } catch (error) {
+    console.error(`Invalid configuration: ${(error as Error).message}`)
+    process.exit(1)
+  }
+}

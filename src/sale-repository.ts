@@ -4,6 +4,22 @@ import { saleKeys, type CatalogItem, type Sale } from './sale.js'
 
 interface SaleRow { id: string, starts_at: Date, ends_at: Date, item_count: number, user_limit: number }
 
+/** What Postgres, the system of record, says about one sale (the operator's `npm run sale:status`). */
+export interface SaleReport {
+  id: number
+  startsAt: number
+  endsAt: number
+  items: number
+  userLimit: number
+  sold: number
+  /** Accepted checkouts neither purchased nor expired at the report's instant. */
+  held: number
+  buyers: number
+  revenueCents: number
+  /** Checkout attempts of the sale by outcome (`accepted`, each refusal code, ...). */
+  attempts: Record<string, number>
+}
+
 /**
  * Sales and their catalogs in Postgres, the system of record.
  * Opening a sale is idempotent: UNIQUE(starts_at) plus ON CONFLICT DO NOTHING means any
@@ -85,5 +101,35 @@ export class SaleRepository {
     const { rows: [row] } = await this.pool.query<{ sale_id: string }>(
       'SELECT sale_id FROM checkout_attempts WHERE code = $1', [code])
     return row ? Number(row.sale_id) : null
+  }
+
+  /** The latest sale that had opened by `now` (the current one while it runs), or null. */
+  async report (now: number): Promise<SaleReport | null> {
+    const { rows: [row] } = await this.pool.query<SaleRow & { sold: number, held: number, buyers: number, revenue_cents: string }>(
+      `SELECT s.id, s.starts_at, s.ends_at, s.item_count, s.user_limit,
+              p.sold, p.buyers, p.revenue_cents,
+              (SELECT count(*)::int FROM checkout_attempts a
+               WHERE a.sale_id = s.id AND a.outcome = 'accepted' AND a.expires_at > to_timestamp($1::float8 / 1000)
+                 AND NOT EXISTS (SELECT 1 FROM purchases x WHERE x.code = a.code)) AS held
+       FROM sales s,
+            LATERAL (SELECT count(*)::int AS sold, count(DISTINCT user_id)::int AS buyers, coalesce(sum(price_cents), 0) AS revenue_cents
+                     FROM purchases WHERE sale_id = s.id) p
+       WHERE s.starts_at <= to_timestamp($1::float8 / 1000)
+       ORDER BY s.starts_at DESC LIMIT 1`, [now])
+    if (!row) return null
+    const { rows: outcomes } = await this.pool.query<{ outcome: string, n: number }>(
+      'SELECT outcome, count(*)::int AS n FROM checkout_attempts WHERE sale_id = $1 GROUP BY outcome ORDER BY n DESC', [row.id])
+    return {
+      id: Number(row.id),
+      startsAt: row.starts_at.getTime(),
+      endsAt: row.ends_at.getTime(),
+      items: row.item_count,
+      userLimit: row.user_limit,
+      sold: row.sold,
+      held: row.held,
+      buyers: row.buyers,
+      revenueCents: Number(row.revenue_cents),
+      attempts: Object.fromEntries(outcomes.map((o) => [o.outcome, o.n]))
+    }
   }
 }

@@ -1,15 +1,9 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { loadConfig } from './config.js'
+import { configOrExit } from './config.js'
 
 /** Production entry: validated config, one Fastify instance, graceful shutdown on signals. */
-let config
-try {
-  config = loadConfig()
-} catch (error) {
-  console.error(`Invalid configuration: ${(error as Error).message}`)
-  process.exit(1)
-}
+const config = configOrExit()
 
 const app = await buildApp(config)
 

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { execFile, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
+import type { Config } from '../src/config.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+
+const run = promisify(execFile)
+
+/** The operator's commands, run as `npm run` runs them, against this test's schema. */
+const cli = (script: string, config: Config, ...args: string[]) =>
+  run(process.execPath, ['--import', 'tsx', `src/cli/${script}.ts`, ...args], {
+    env: { ...process.env, DATABASE_URL: config.DATABASE_URL, DATABASE_SCHEMA: config.DATABASE_SCHEMA }
+  })
+
+test('npm run migrate creates the tables; npm run sale:status reports the sale from Postgres', async (t) => {
+  const config = isolatedConfig(t, { SALE_ITEMS: 20, USER_LIMIT: 3 })
+  const { stdout } = await cli('migrate', config)
+  assert.match(stdout, /1764000000000_init/)
+  assert.match((await cli('migrate', config)).stdout, /No migrations to run/, 'a second run is a no-op')
+
+  const clock = new TestClock(Date.now())
+  const app = await buildTestApp(t, config, clock)
+  const bought = (await checkout(app, 'user_id=alice&id=1')).json().code
+  assert.equal((await purchase(app, bought)).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=bob&id=2')).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=carol&id=1')).statusCode, 409)
+
+  const report = JSON.parse((await cli('sale-status', config, '--json')).stdout)
+  const [{ price } = { price: NaN }] = await sql<{ price: number }>(app, 'SELECT price_cents AS price FROM items WHERE id = 1')
+  assert.deepEqual(
+    { sold: report.sold, held: report.held, buyers: report.buyers, revenueCents: report.revenueCents, attempts: report.attempts },
+    { sold: 1, held: 1, buyers: 1, revenueCents: price, attempts: { accepted: 2, item_sold: 1 } })
+  const text = (await cli('sale-status', config)).stdout
+  assert.match(text, new RegExp(`sale ${report.id}: .* \\(open, \\d+ min left\\)`))
+  assert.match(text, /items 20 {3}sold 1 {3}held 1 {3}left 18/)
+})
+
+test('a bad variable stops the operator commands with a message naming it', async () => {
+  await assert.rejects(
+    run(process.execPath, ['--import', 'tsx', 'src/cli/sale-status.ts'], { env: { ...process.env, DATABASE_URL: 'mysql://x' } }),
+    (error: { stderr: string, code: number }) => error.code === 1 && /Invalid configuration: env\/DATABASE_URL/.test(error.stderr))
+})
+
+/** `CMD [...]` / `HEALTHCHECK ... CMD [...]` of the Dockerfile, as exec-form argument lists. */
+function dockerfileCommands () {
+  const dockerfile = readFileSync('Dockerfile', 'utf8').replaceAll('\\\n', ' ')
+  const exec = (pattern: RegExp) => JSON.parse(dockerfile.match(pattern)?.[1] ?? 'null') as string[]
+  const env = Object.fromEntries([...dockerfile.matchAll(/(\w+)=(\S+)/g)].filter(([, k]) => /^[A-Z_]+$/.test(k as string)).map(([, k, v]) => [k, v]))
+  return { cmd: exec(/^CMD (\[.*\])$/m), healthcheck: exec(/^HEALTHCHECK .*? CMD (\[.*\])$/m), env }
+}
+
+test("the image's start command and HEALTHCHECK work as written, outside Docker", async (t) => {
+  const { cmd, healthcheck, env } = dockerfileCommands()
+  assert.deepEqual(cmd.slice(0, 2), ['node', 'dist/src/server.js'])
+  assert.equal(env.NODE_ENV, 'production')
+  await run('npm', ['run', 'build'])
+
+  const config = isolatedConfig(t)
+  const port = String(30000 + Math.floor(Math.random() * 10000))
+  const containerEnv = { ...process.env, ...env, PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'warn', DATABASE_SCHEMA: config.DATABASE_SCHEMA, REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX }
+  const child = spawn(cmd[0] as string, cmd.slice(1), { env: containerEnv, stdio: ['ignore', 'ignore', 'inherit'] })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  t.after(() => { child.kill('SIGKILL') })
+
+  const healthy = () => run(healthcheck[0] as string, healthcheck.slice(1), { env: containerEnv }).then(() => true, () => false)
+  let ok = false
+  for (let i = 0; i < 100 && !ok && child.exitCode === null; i++) ok = await healthy() || (await sleep(100), false)
+  assert.ok(ok, 'the HEALTHCHECK command passes against the started image command')
+  const res = await fetch(`http://127.0.0.1:${port}/checkout?user_id=docker&id=1`, { method: 'POST' })
+  assert.equal(res.status, 200, 'the compiled service sells (Lua scripts and migrations are in dist/)')
+
+  child.kill('SIGTERM')
+  assert.equal(await exited, 0, 'SIGTERM (docker stop) exits cleanly')
+  assert.equal(await healthy(), false, 'and the HEALTHCHECK fails once it is gone')
+})

@@ -5,15 +5,8 @@
 -- Returns 1 when the reservation was released, 0 when the code was not reserved.
 -- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
 -- Invariant: no item stays held by a code that was never acknowledged and never recorded.
-if sale_lost() then
-  return 0
-end
-local record = redis.call('HGET', KEYS[3], ARGV[1])
-if not record then
-  return 0
-end
-local state, item, expires, user = parse_code(record)
-if state ~= 'R' then
+local item, expires, user = code_in_state(ARGV[1], 'R')
+if not item then
   return 0
 end
 release_code(ARGV[1], item, expires, user)

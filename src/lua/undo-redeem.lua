@@ -6,15 +6,8 @@
 -- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
 -- Invariant: Redis never counts a sale that Postgres, the system of record, does not hold,
 -- and the buyer may retry the same code.
-if sale_lost() then
-  return 0
-end
-local record = redis.call('HGET', KEYS[3], ARGV[1])
-if not record then
-  return 0
-end
-local state, item, expires, user = parse_code(record)
-if state ~= 'P' then
+local item, expires, user = code_in_state(ARGV[1], 'P')
+if not item then
   return 0
 end
 redis.call('HSET', KEYS[2], item, ARGV[1])

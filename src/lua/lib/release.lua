@@ -18,6 +18,23 @@ local function parse_code(record)
   return string.match(record, '^(%u)|(%d+)|(%d+)|(.*)$')
 end
 
+-- The item, expiry and user of `code` when its record is in state `wanted`; nil when the code is
+-- unknown, in another state, or the sale is lost (compensations must not write into a rebuild).
+local function code_in_state(code, wanted)
+  if sale_lost() then
+    return nil
+  end
+  local record = redis.call('HGET', KEYS[3], code)
+  if not record then
+    return nil
+  end
+  local state, item, expires, user = parse_code(record)
+  if state ~= wanted then
+    return nil
+  end
+  return item, expires, user
+end
+
 -- Gives a reservation's item back to the sale and its slot back to the user.
 local function release_code(code, item, expires, user)
   redis.call('HDEL', KEYS[2], item)

@@ -119,6 +119,14 @@ export class Inventory {
     return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }
 
+  /** Items Redis counts as sold in this sale (one HGETALL of at most `itemCount` fields). */
+  async soldItems (sale: Sale): Promise<number[]> {
+    const items = await this.#redis.hgetall(sale.keys[1] as string)
+    const sold: number[] = []
+    for (const [item, holder] of Object.entries(items)) if (holder === 'sold') sold.push(Number(item))
+    return sold
+  }
+
   async undoRedeem (sale: Sale, code: string): Promise<boolean> {
     return await this.#scripts.undoRedeem(...sale.keys, code) === 1
   }

@@ -96,6 +96,19 @@ export class SaleRepository {
     return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
 
+  /** Items of a sale with a committed purchase. */
+  async purchasedItems (saleId: number): Promise<Set<number>> {
+    const { rows } = await this.pool.query<{ item_id: number }>('SELECT item_id FROM purchases WHERE sale_id = $1', [saleId])
+    return new Set(rows.map((r) => r.item_id))
+  }
+
+  /** Accepted checkout codes of some items of a sale. */
+  async codesOfItems (saleId: number, itemIds: number[]): Promise<string[]> {
+    const { rows } = await this.pool.query<{ code: string }>(
+      "SELECT code FROM checkout_attempts WHERE sale_id = $1 AND outcome = 'accepted' AND item_id = ANY($2::int[])", [saleId, itemIds])
+    return rows.map((r) => r.code)
+  }
+
   /** The sale a checkout code was issued in, or null for a code never issued. */
   async saleOfCode (code: string): Promise<number | null> {
     const { rows: [row] } = await this.pool.query<{ sale_id: string }>(

@@ -88,6 +88,10 @@ export class SaleService {
   #current: Sale | null = null
   #loading: Promise<Sale | null> | null = null
   readonly #restoring = new Map<number, Promise<void>>()
+  /** Codes this instance redeemed in Redis whose purchase row is not committed (or failed) yet. */
+  readonly #purchasing = new Set<string>()
+  /** Items Redis counts as sold without a purchase row in Postgres -> when that was first seen (wall clock). */
+  #unrecorded = new Map<number, number>()
 
   constructor (deps: SaleServiceDeps) {
     this.#deps = deps
@@ -219,6 +223,7 @@ export class SaleService {
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
     const item = sale.catalog[result.itemId] as CatalogItem
+    this.#purchasing.add(code)
     try {
       const purchaseId = await this.#deps.purchaseLog.push({
         saleId: sale.id, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
@@ -228,7 +233,45 @@ export class SaleService {
       // Postgres did not commit it, so it did not happen: the code holds its item again.
       await inventory.undoRedeem(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not undo an unrecorded purchase'))
       throw error
+    } finally {
+      this.#purchasing.delete(code)
     }
+  }
+
+  /**
+   * Gives back items that Redis counts as sold but Postgres never recorded: an instance that
+   * redeemed a code and died (SIGKILL, OOM, power loss) before its purchase batch committed
+   * leaves such an item, and nobody else would ever undo it, so the sale could never sell out
+   * exactly. An item counts as orphaned only once it stayed unrecorded for `settleMs` (longer
+   * than a commit in flight on a live instance takes) and this instance is not buying it; its
+   * code is then undone as a failed commit would have been (it holds its item again until its
+   * own expiry, then the sweep releases it). Run periodically; returns the codes undone.
+   */
+  async reconcilePurchases (settleMs: number): Promise<number> {
+    const { inventory, repository, log } = this.#deps
+    const now = this.now()
+    const sale = this.#current
+    if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
+    // Redis first, then Postgres: a purchase committed before the Redis read is seen as recorded.
+    const sold = await inventory.soldItems(sale)
+    const recorded = await repository.purchasedItems(sale.id)
+    const seen = Date.now()
+    const unrecorded = new Map<number, number>()
+    const orphans: number[] = []
+    for (const item of sold) {
+      if (recorded.has(item)) continue
+      const since = this.#unrecorded.get(item) ?? seen
+      unrecorded.set(item, since)
+      if (seen - since >= settleMs) orphans.push(item)
+    }
+    this.#unrecorded = unrecorded
+    if (orphans.length === 0) return 0
+    let undone = 0
+    for (const code of await repository.codesOfItems(sale.id, orphans)) {
+      if (!this.#purchasing.has(code) && await inventory.undoRedeem(sale, code)) undone++
+    }
+    if (undone > 0) log.warn({ saleId: sale.id, items: orphans, undone }, 'undid purchases that Redis held but Postgres never recorded')
+    return undone
   }
 
   /** Sold / held / left of the current sale, or null when no sale is open. */

@@ -1,33 +1,8 @@
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { canSwitchUser, dedicatedPostgres } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
-
-/**
- * A dedicated, disposable Postgres cluster on its own port (initdb + pg_ctl as the postgres
- * user), so stopping it disturbs no other test. Needs root to switch to that user, as CI has.
- */
-function dedicatedPostgres (t: TestContext) {
-  const bin = join('/usr/lib/postgresql', readdirSync('/usr/lib/postgresql')[0] as string, 'bin')
-  const dir = mkdtempSync(join(tmpdir(), 'flash-pg-'))
-  chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()))
-  const port = 25000 + Math.floor(Math.random() * 5000)
-  const asPostgres = (cmd: string) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', cmd], { stdio: 'ignore' })
-  asPostgres(`${bin}/initdb -D ${dir}/data -A trust -U postgres`)
-  const ctl = (action: string) => asPostgres(`${bin}/pg_ctl -D ${dir}/data -w -t 30 -l ${dir}/log -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1" ${action}`)
-  ctl('start')
-  t.after(() => {
-    try { ctl('stop -m immediate') } catch { /* already stopped */ }
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, start: () => ctl('start'), stop: () => ctl('stop -m immediate') }
-}
-
-const canSwitchUser = process.getuid?.() === 0
 
 test('Postgres stopped under load: fast 503s, nothing acknowledged unrecorded, recovery by itself', { skip: !canSwitchUser && 'needs root to run a dedicated Postgres' }, async (t) => {
   const postgres = dedicatedPostgres(t)

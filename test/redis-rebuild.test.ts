@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import type { Config } from '../src/config.js'
+import { pingRedis, startRedis, waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
 /** Loses every Redis key of this test's app: the same as FLUSHALL or a restart, for it alone. */
@@ -77,29 +76,11 @@ test('a stampede right after the loss, on two instances, never oversells', async
   assert.deepEqual(await saleState(b), { sold: 5, held: 25, left: 0 })
 })
 
-/** A dedicated, disposable redis-server on its own port, so killing it disturbs no other test. */
-function startRedis (port: number): ChildProcess {
-  return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-}
-
-async function waitFor (check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check().catch(() => false)) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await sleep(50)
-  }
-}
-
 test('Redis killed and restarted empty: fast 503s meanwhile, then recovery without a restart', async (t) => {
   const port = 17000 + Math.floor(Math.random() * 2000)
   let redis = startRedis(port)
   t.after(() => { redis.kill('SIGKILL') })
-  const ping = async () => {
-    const probe = new Redis(port, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-    probe.on('error', () => {})
-    try { await probe.connect(); return await probe.ping() === 'PONG' } finally { probe.disconnect() }
-  }
-  await waitFor(ping, 5000)
+  await waitFor(() => pingRedis(port), 5000)
 
   const config = isolatedConfig(t, { REDIS_URL: `redis://127.0.0.1:${port}`, SALE_ITEMS: 10 })
   const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))

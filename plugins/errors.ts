@@ -17,7 +17,7 @@ export const REFUSAL_STATUS: Record<RefusalCode, number> = {
 }
 
 /** Fastify's own client errors, renamed to the service's stable codes. */
-const FRAMEWORK_ERRORS: Record<string, string> = {
+export const FRAMEWORK_ERRORS: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',

@@ -1,5 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Item, ItemId, Timestamp, errorResponses } from './common.js'
+import {
+  BadRequestError, InternalError, Item, ItemId, PayloadTooLargeError, RateLimitedError, Timestamp, UnavailableError,
+  UnsupportedMediaTypeError, errorResponse
+} from './common.js'
 
 export const UserId = Type.String({
   minLength: 1,
@@ -22,16 +25,33 @@ export const CheckoutResponse = Type.Object({
   expires_at: { ...Timestamp, description: 'The code expires at this instant (TTL or sale end, whichever is first)' },
   sale_id: Type.Integer(),
   item: Item
-}, { title: 'CheckoutResponse' })
+}, { title: 'CheckoutResponse', description: 'The item is reserved for the user: redeem `code` with POST /purchase before `expires_at`.' })
+
+export const CheckoutForbiddenError = errorResponse('The user already holds or has bought `USER_LIMIT` items of this sale.', ['user_limit_reached'])
+export const CheckoutNotFoundError = errorResponse('The item id is outside `1..SALE_ITEMS`.', ['unknown_item'])
+export const CheckoutConflictError = errorResponse(
+  'The item cannot be reserved now: `item_reserved` (another live checkout holds it), `item_sold`, ' +
+  '`sold_out` (every item of the sale is sold), `no_active_sale` (the hour\'s sale is not open yet).',
+  ['item_reserved', 'item_sold', 'sold_out', 'no_active_sale'])
 
 export const checkoutSchema = {
   summary: 'Reserve one item of the current sale',
-  description: 'Reserves item `id` (or `item_id`) for `user_id` and returns a short-lived checkout code. ' +
-    'Every attempt is recorded, accepted or refused.',
+  description: 'Reserves item `id` (or `item_id`) for `user_id` and returns a short-lived checkout code, valid for ' +
+    '`CHECKOUT_TTL_SECONDS` or until the end of the sale, whichever comes first. Give the item once: `id` or ' +
+    '`item_id` (both only if equal); a missing item, repeated parameters or disagreeing aliases are `invalid_request`. ' +
+    'Every attempt is recorded, accepted or refused. No body is expected.',
   tags: ['sale'],
   querystring: CheckoutQuery,
   response: {
     200: CheckoutResponse,
-    ...errorResponses(400, 403, 404, 409, 429, 503)
+    400: BadRequestError,
+    403: CheckoutForbiddenError,
+    404: CheckoutNotFoundError,
+    409: CheckoutConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    429: RateLimitedError,
+    500: InternalError,
+    503: UnavailableError
   }
 }

@@ -1,6 +1,10 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { REFUSALS } from '../src/errors.js'
 
-/** Every 4xx/5xx body. `error` is the stable machine-readable code; `message` is for humans. */
+/**
+ * The shape of every 4xx/5xx body: `error` is the stable machine-readable code, `message` is for humans.
+ * Routes declare `errorResponse(...)` per status instead, which also lists the codes.
+ */
 export const ErrorResponse = Type.Object({
   error: Type.String({ description: 'Stable machine-readable error code', examples: ['item_reserved'] }),
   message: Type.String({ description: 'Human-readable explanation' })
@@ -21,6 +25,53 @@ export const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-
 /** Integer ids as they arrive in query strings: digits only, within a Postgres int4. */
 export const ItemId = Type.Integer({ minimum: 1, maximum: 2_147_483_647, description: 'Item id, 1..SALE_ITEMS' })
 
-/** The error responses a route can give, keyed by status, all with the same body. */
-export const errorResponses = (...statuses: number[]) =>
-  Object.fromEntries(statuses.map((status) => [status, ErrorResponse]))
+/**
+ * Every stable `error` code the service answers with (plugins/errors.ts maps each error to one),
+ * with a typical message for the examples. Messages are for humans and may change; codes do not.
+ */
+export const ERROR_EXAMPLES = {
+  invalid_request: 'querystring/user_id must match pattern "^[A-Za-z0-9._:@-]+$"',
+  invalid_json: "Body is not valid JSON but content-type is set to 'application/json'",
+  invalid_content_length: 'Request body size did not match Content-Length',
+  bad_request: 'The request could not be read.',
+  payload_too_large: 'Request body is too large',
+  unsupported_media_type: 'Unsupported Media Type',
+  rate_limited: 'Too many checkout attempts from this user; retry in 10 s.',
+  service_unavailable: 'A dependency is unavailable; retry shortly.',
+  internal_error: 'Something went wrong on our side.',
+  ...REFUSALS
+} as const satisfies Record<string, string>
+
+export type ErrorCode = keyof typeof ERROR_EXAMPLES
+
+/**
+ * The error body of one status of one route: `error` is the enum of the codes it can carry (so
+ * SDKs get a union type), with one named example per code. The enum must list every code sent
+ * with that status: test/openapi.test.ts checks them against plugins/errors.ts.
+ */
+export function errorResponse<const C extends ErrorCode> (description: string, codes: readonly [C, ...C[]], headers?: Record<string, TSchema>) {
+  return Type.Object({
+    error: Type.Unsafe<C>({ type: 'string', enum: [...codes], description: 'Stable machine-readable error code' }),
+    message: Type.String({ description: 'Human-readable explanation (may change; match on `error`)' })
+  }, {
+    description,
+    'x-examples': Object.fromEntries(codes.map((code) => [code, { summary: code, value: { error: code, message: ERROR_EXAMPLES[code] } }])),
+    ...(headers && { headers })
+  })
+}
+
+const RetryAfter = Type.Integer({ minimum: 1, description: 'Seconds to wait before retrying' })
+
+/** Statuses whose codes are the same on every route that can answer them. */
+export const BadRequestError = errorResponse(
+  'Malformed request: `invalid_request` (parameters or body fail the schema or the rules in the description), ' +
+  '`invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), ' +
+  '`bad_request` (any other unreadable request).',
+  ['invalid_request', 'invalid_json', 'invalid_content_length', 'bad_request'])
+export const PayloadTooLargeError = errorResponse('The body is larger than `BODY_LIMIT_BYTES` (1024 by default).', ['payload_too_large'])
+export const UnsupportedMediaTypeError = errorResponse('The body is not `application/json`.', ['unsupported_media_type'])
+export const RateLimitedError = errorResponse('An abuse limit (per user or per client IP) is exceeded; retry after `Retry-After` seconds.',
+  ['rate_limited'], { 'retry-after': RetryAfter })
+export const UnavailableError = errorResponse('Postgres or Redis is down or saturated, or the service is shutting down; ' +
+  'nothing was done. Retry after `Retry-After` seconds.', ['service_unavailable'], { 'retry-after': RetryAfter })
+export const InternalError = errorResponse('A bug on our side.', ['internal_error'])

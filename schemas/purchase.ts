@@ -1,5 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Item, Timestamp, errorResponses } from './common.js'
+import {
+  BadRequestError, InternalError, Item, PayloadTooLargeError, Timestamp, UnavailableError, UnsupportedMediaTypeError,
+  errorResponse
+} from './common.js'
 
 export const CheckoutCode = Type.String({
   pattern: '^[A-Za-z0-9_-]{22}$',
@@ -25,17 +28,33 @@ export const PurchaseResponse = Type.Object({
   total_price: Type.Number({ description: 'Amount charged, currency units', examples: [199.99] }),
   purchased_at: Timestamp,
   user_purchases: Type.Integer({ description: 'Items this user has bought in this sale, this one included' })
-}, { title: 'PurchaseResponse' })
+}, { title: 'PurchaseResponse', description: 'The item is bought; the purchase is committed in Postgres.' })
+
+export const PurchaseNotFoundError = errorResponse('No such checkout code was ever issued.', ['unknown_code'])
+export const PurchaseConflictError = errorResponse('The code was already redeemed (of two racing redemptions, one buys).', ['code_used'])
+export const PurchaseGoneError = errorResponse(
+  'The code can no longer be redeemed: `code_expired` (past its `expires_at`; its item went back on sale) or ' +
+  '`sale_over` (it belongs to an earlier hour\'s sale).',
+  ['code_expired', 'sale_over'])
 
 export const purchaseSchema = {
   summary: 'Redeem a checkout code',
-  description: 'Buys the item reserved by a checkout code, given as `?code=` or as a JSON body `{"checkout_code": ...}`.',
+  description: 'Buys the item reserved by a checkout code, given once: as `?code=` (no body) or as a JSON body ' +
+    '`{"checkout_code": ...}`. No code, both shapes at once, or a code that is not 22 characters of base64url ' +
+    'is `invalid_request`.',
   tags: ['sale'],
   querystring: PurchaseQuery,
   // Keyed by media type: a request with no body (the `?code=` shape) has nothing to validate.
   body: { content: { 'application/json': { schema: PurchaseBody } } },
   response: {
     200: PurchaseResponse,
-    ...errorResponses(400, 404, 409, 410, 413, 415, 503)
+    400: BadRequestError,
+    404: PurchaseNotFoundError,
+    409: PurchaseConflictError,
+    410: PurchaseGoneError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    500: InternalError,
+    503: UnavailableError
   }
 }

@@ -1,0 +1,96 @@
+import { createHash } from 'node:crypto'
+import fp from 'fastify-plugin'
+import fastifySwagger from '@fastify/swagger'
+import fastifySwaggerUi from '@fastify/swagger-ui'
+import { packageInfo } from '../src/package-info.js'
+
+/** Where the interactive documentation lives; the document itself is at `${DOCS_PREFIX}/json`. */
+export const DOCS_PREFIX = '/docs'
+
+/** The one inline `<style>` Swagger UI renders (the colours of its top-bar logo): allowed by its hash. */
+const SWAGGER_UI_LOGO_STYLE = '.logo_small_svg__cls-2{fill:#fff}.logo_small_svg__cls-3{fill:#85ea2d}'
+
+/**
+ * The CSP of the /docs pages only: Swagger UI's own scripts, styles and images from this origin
+ * (React sets styles through the CSSOM, which needs no 'unsafe-inline') and fetches of the
+ * document from this origin. Every other response keeps plugins/security.ts's `default-src 'none'`.
+ */
+export const DOCS_CSP = {
+  'default-src': ["'none'"],
+  'base-uri': ["'self'"],
+  'connect-src': ["'self'"],
+  'font-src': ["'self'", 'data:'],
+  'form-action': ["'self'"],
+  'frame-ancestors': ["'none'"],
+  'img-src': ["'self'", 'data:'],
+  'object-src': ["'none'"],
+  'script-src': ["'self'"],
+  'script-src-attr': ["'none'"],
+  'style-src': ["'self'", `'sha256-${createHash('sha256').update(SWAGGER_UI_LOGO_STYLE).digest('base64')}'`]
+}
+
+const API_DESCRIPTION = `${packageInfo.description}.
+
+Every UTC hour a new sale opens with \`SALE_ITEMS\` items; a user may hold or buy at most \`USER_LIMIT\` of them.
+Check out an item (POST /checkout) to get a short-lived code, then redeem it (POST /purchase).
+
+All bodies are JSON. Every error is \`{"error": "<stable_code>", "message": "<human text>"}\`: each error status
+of each operation lists the codes it can carry. Besides those, any path answers 404 \`not_found\` when no route
+matches, and 400 or 414 \`invalid_url\` when the path itself cannot be decoded. 429 and 503 carry \`Retry-After\`.`
+
+/**
+ * OpenAPI 3 document generated from the routes' TypeBox schemas (@fastify/swagger, as `fastify.swagger()`)
+ * and Swagger UI at /docs. Registered before the routes, whose definitions it collects as they are added.
+ */
+export default fp(async (fastify) => {
+  /** Operations whose body schema is keyed by media type: Fastify validates such a body only when one is sent. */
+  const optionalBodies = new Set<string>()
+
+  await fastify.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: packageInfo.name,
+        version: packageInfo.version,
+        description: API_DESCRIPTION,
+        license: { name: 'MIT' }
+      },
+      servers: [
+        { url: '/', description: 'The service serving this document' },
+        { url: 'http://localhost:3000', description: 'Local development (`npm start`)' }
+      ],
+      tags: [
+        { name: 'sale', description: 'Check out and buy items of the current hourly sale' },
+        { name: 'ops', description: 'Operations: service description, health and monitoring' }
+      ]
+    },
+    // Shared schemas registered with addSchema get their $id as component name instead of `def-N`.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
+    transform: ({ schema, url, route }) => {
+      const body = schema?.body as { content?: unknown } | undefined
+      if (body?.content !== undefined) {
+        for (const method of [route.method].flat()) optionalBodies.add(`${method.toLowerCase()} ${url}`)
+      }
+      return { schema, url }
+    },
+    // @fastify/swagger marks every request body required; ours are not when Fastify does not require them.
+    transformObject: (documentObject) => {
+      const openapiObject = 'openapiObject' in documentObject ? documentObject.openapiObject : {}
+      const paths = (openapiObject as { paths?: Record<string, Record<string, { requestBody?: { required?: boolean } }>> }).paths ?? {}
+      for (const [url, operations] of Object.entries(paths)) {
+        for (const [method, operation] of Object.entries(operations)) {
+          if (operation.requestBody !== undefined && optionalBodies.has(`${method} ${url}`)) operation.requestBody.required = false
+        }
+      }
+      return openapiObject
+    }
+  })
+
+  await fastify.register(fastifySwaggerUi, {
+    routePrefix: DOCS_PREFIX,
+    uiConfig: { deepLinking: true, displayRequestDuration: true, tryItOutEnabled: false },
+    // Replaces the API's CSP (set in onRequest by plugins/security.ts) on the /docs routes only.
+    staticCSP: DOCS_CSP,
+    theme: { title: `${packageInfo.name} API` }
+  })
+}, { name: 'openapi', dependencies: ['security'] })

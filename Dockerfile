@@ -10,6 +10,7 @@ COPY plugins ./plugins
 COPY routes ./routes
 COPY schemas ./schemas
 COPY migrations ./migrations
+COPY public ./public
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled app only, as a non-root user.

@@ -4,6 +4,7 @@ import { Inventory } from '../src/inventory.js'
 import { checkoutAttemptWriter, purchaseWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/records.js'
 import { SaleRepository } from '../src/sale-repository.js'
 import { SaleService } from '../src/sale-service.js'
+import type { FlushInfo, WriterName } from './metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -28,11 +29,14 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
     maxQueue: config.BATCH_MAX_QUEUE,
     maxInflight: config.BATCH_MAX_INFLIGHT
   }
-  const onFlush = (name: string) => ({ rows, error }: { rows: number, error?: unknown }) => {
-    if (error !== undefined) log.error({ err: error, rows }, `${name} batch failed`)
+  const { metrics } = fastify
+  const onFlush = (name: string, writer: WriterName) => (info: FlushInfo) => {
+    if (info.error !== undefined) log.error({ err: info.error, rows: info.rows }, `${name} batch failed`)
+    metrics.batchFlushed(writer, info)
   }
-  const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: checkoutAttemptWriter(pool), onFlush: onFlush('checkout attempt') })
-  const purchaseLog = new BatchWriter<PurchaseRecord, number>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase') })
+  // Committed attempt rows are counted by outcome (plugins/metrics.ts) once their batch commits.
+  const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(checkoutAttemptWriter(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
+  const purchaseLog = new BatchWriter<PurchaseRecord, number>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase', 'purchases') })
 
   const sales = new SaleService({
     rules: {
@@ -62,10 +66,19 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   }, config.RELEASE_INTERVAL_MS)
   sweeper.unref()
 
+  // A purchase commits within one pool connect plus one query, or fails and is undone; twice that
+  // is the grace before an item Redis sold without a Postgres record is taken for a crash's orphan.
+  const settleMs = 2 * (config.PG_CONNECT_TIMEOUT_MS + config.PG_QUERY_TIMEOUT_MS)
+  const reconciler = setInterval(() => {
+    sales.reconcilePurchases(settleMs).catch((err: unknown) => log.warn({ err }, 'reconciling purchases with Postgres failed'))
+  }, settleMs / 4)
+  reconciler.unref()
+
   // Runs before the pools close (plugins close in reverse order): accepted rows are written, not dropped.
   fastify.addHook('onClose', async () => {
     clearInterval(sweeper)
+    clearInterval(reconciler)
     fastify.redis.off('ready', onRedisReady)
     await Promise.all([checkoutLog.close(), purchaseLog.close()])
   })
-}, { name: 'sales', dependencies: ['config', 'postgres', 'redis'] })
+}, { name: 'sales', dependencies: ['config', 'postgres', 'redis', 'metrics'] })

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { ErrorResponse, Timestamp } from './common.js'
+import { InternalError, Timestamp, UnavailableError } from './common.js'
 
 const Dependency = Type.Object({
   ok: Type.Boolean(),
@@ -17,7 +17,7 @@ export const healthSchema = {
   summary: 'Liveness and dependency health',
   description: 'Probes Postgres and Redis separately; 503 when either is down.',
   tags: ['ops'],
-  response: { 200: HealthResponse, 503: HealthResponse }
+  response: { 200: { ...HealthResponse, description: 'Postgres and Redis both answer.' }, 500: InternalError, 503: { ...HealthResponse, description: 'Postgres or Redis (or both) is down.' } }
 }
 
 const SaleState = Type.Object({
@@ -40,10 +40,11 @@ export const ServiceDescription = Type.Object({
   sale: Type.Union([SaleState, Type.Null()], { description: 'The current sale, or null between a roll failure and its retry' }),
   next_sale_at: Timestamp,
   endpoints: Type.Record(Type.String(), Type.String())
-}, { title: 'ServiceDescription' })
+}, { title: 'ServiceDescription', description: 'The service and its current sale.' })
 
 export const rootSchema = {
   summary: 'Describe the service and the current sale',
+  description: 'Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and when the next sale opens.',
   tags: ['ops'],
-  response: { 200: ServiceDescription, 503: ErrorResponse }
+  response: { 200: ServiceDescription, 500: InternalError, 503: UnavailableError }
 }

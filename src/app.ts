@@ -9,9 +9,13 @@ import rateLimitPlugin from '../plugins/rate-limit.js'
 import securityPlugin, { setSecurityHeaders } from '../plugins/security.js'
 import salesPlugin from '../plugins/sales.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
+import metricsPlugin from '../plugins/metrics.js'
+import openapiPlugin from '../plugins/openapi.js'
 import checkoutRoutes from '../routes/checkout.js'
 import purchaseRoutes from '../routes/purchase.js'
 import opsRoutes from '../routes/ops.js'
+import metricsRoutes from '../routes/metrics.js'
+import salePageRoutes from '../routes/sale-page.js'
 
 export interface BuildOptions {
   /** Injectable clock (ms since epoch); defaults to Date.now. */
@@ -23,7 +27,7 @@ export interface BuildOptions {
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
  * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> rate limits -> sales -> roll.
+ * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> metrics -> rate limits -> sales -> roll.
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -57,11 +61,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(securityPlugin)
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
+  await app.register(metricsPlugin)
   await app.register(rateLimitPlugin)
   await app.register(salesPlugin, { now: options.now })
   await app.register(saleRollPlugin)
+  // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).
+  await app.register(openapiPlugin)
 
   await app.register(opsRoutes)
+  await app.register(metricsRoutes)
+  await app.register(salePageRoutes)
   await app.register(checkoutRoutes)
   await app.register(purchaseRoutes)
   return app

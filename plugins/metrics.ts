@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import pg from 'pg'
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client'
-import { REFUSALS, ServiceUnavailable } from '../src/errors.js'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/errors.js'
 import type { CheckoutAttempt } from '../src/records.js'
 import type { SaleSummary } from '../src/sale-service.js'
 
@@ -23,9 +23,9 @@ export interface FlushInfo { rows: number, ms: number, error?: unknown }
 export const CHECKOUT_OUTCOMES = ['accepted', 'no_active_sale', 'unknown_item', 'sold_out', 'item_sold', 'item_reserved',
   'user_limit_reached', 'invalid_request', 'service_unavailable'] as const satisfies ReadonlyArray<'accepted' | 'invalid_request' | 'service_unavailable' | keyof typeof REFUSALS>
 
-/** Why a request was answered 503. */
-export type UnavailableCause = 'redis' | 'postgres' | 'write_queue_full' | 'sale_restoring' | 'shutting_down' | 'other'
-const UNAVAILABLE_CAUSES: readonly UnavailableCause[] = ['redis', 'postgres', 'write_queue_full', 'sale_restoring', 'shutting_down', 'other']
+/** Why a request was answered 503: the failing dependency when it can be told, else the service's own reason. */
+export type UnavailableCause = 'redis' | 'postgres' | UnavailableReason
+const UNAVAILABLE_CAUSES = ['redis', 'postgres', ...Object.keys(UNAVAILABLE)] as UnavailableCause[]
 
 /** Route label of requests no route matched: one value whatever the URL, so 404 floods cannot grow the series. */
 export const UNMATCHED_ROUTE = 'unmatched'
@@ -34,68 +34,6 @@ const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 const FLUSH_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 /** A scrape never waits longer than this for the sale's counts (Redis may be hanging). */
 const SUMMARY_DEADLINE_MS = 1000
-
-interface Series { labels: Record<string, string>, counts: Float64Array, sum: number, count: number }
-
-/**
- * The HTTP request duration histogram, by route pattern, method and status code. prom-client's
- * `Histogram.observe` validates and hashes its labels into a string on every call (about 1.2 µs
- * measured here, on every request of a 15k req/s stampede); this keeps one preallocated series
- * per (route, method, status) in nested Maps, so a request costs three Map lookups and a bucket
- * scan (about 50 ns). It renders through prom-client's Registry like any histogram.
- */
-class RequestDurationHistogram {
-  readonly name: string
-  readonly help = 'HTTP request duration in seconds, by route pattern (`unmatched` for no route), method and status code'
-  readonly type = 'histogram'
-  readonly aggregator = 'sum'
-  #series = new Map<string, Map<string, Map<number, Series>>>()
-
-  constructor (name: string) {
-    this.name = name
-  }
-
-  observe (route: string, method: string, statusCode: number, seconds: number): void {
-    let byMethod = this.#series.get(route)
-    if (byMethod === undefined) this.#series.set(route, byMethod = new Map())
-    let byStatus = byMethod.get(method)
-    if (byStatus === undefined) byMethod.set(method, byStatus = new Map())
-    let series = byStatus.get(statusCode)
-    if (series === undefined) {
-      series = { labels: { route, method, status_code: String(statusCode) }, counts: new Float64Array(HTTP_BUCKETS.length), sum: 0, count: 0 }
-      byStatus.set(statusCode, series)
-    }
-    let bucket = 0
-    while (bucket < HTTP_BUCKETS.length && seconds > (HTTP_BUCKETS[bucket] as number)) bucket++
-    if (bucket < HTTP_BUCKETS.length) series.counts[bucket]! += 1
-    series.sum += seconds
-    series.count += 1
-  }
-
-  /** The values in prom-client's shape: cumulative `le` buckets, then +Inf, _sum and _count. */
-  async get () {
-    const values: Array<{ labels: Record<string, string | number>, value: number, metricName: string }> = []
-    for (const byMethod of this.#series.values()) {
-      for (const byStatus of byMethod.values()) {
-        for (const s of byStatus.values()) {
-          let cumulative = 0
-          HTTP_BUCKETS.forEach((le, i) => {
-            cumulative += s.counts[i] as number
-            values.push({ labels: { ...s.labels, le }, value: cumulative, metricName: `${this.name}_bucket` })
-          })
-          values.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: `${this.name}_bucket` })
-          values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` })
-          values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` })
-        }
-      }
-    }
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator }
-  }
-
-  reset (): void {
-    this.#series = new Map()
-  }
-}
 
 /** The dependency behind an error, if it is recognizably Redis's or Postgres's. */
 function dependencyOf (error: Error, ports: { redis: number, postgres: number }): 'redis' | 'postgres' | null {
@@ -111,17 +49,13 @@ function dependencyOf (error: Error, ports: { redis: number, postgres: number })
   return null
 }
 
-/** Why the service answered 503: the dependency in the error's cause chain, else our own back-pressure. */
+/** Why the service answered 503: the dependency in the error's cause chain, else the error's own reason. */
 export function unavailableCause (error: ServiceUnavailable, ports: { redis: number, postgres: number }): UnavailableCause {
   for (let cause: unknown = error.cause, depth = 0; cause instanceof Error && depth < 5; cause = cause.cause, depth++) {
     const dependency = dependencyOf(cause, ports)
     if (dependency !== null) return dependency
   }
-  // Our own 503s (src/batch-writer.ts, src/sale-service.ts) carry no cause: told apart by their message.
-  if (error.message.startsWith('The database is falling behind')) return 'write_queue_full'
-  if (error.message.startsWith('The sale state is being restored')) return 'sale_restoring'
-  if (error.message.startsWith('The service is shutting down')) return 'shutting_down'
-  return 'other'
+  return error.reason
 }
 
 const portOf = (url: string, fallback: number): number => {
@@ -148,7 +82,7 @@ export interface AppMetricsOptions {
  */
 export class AppMetrics {
   readonly registry = new Registry()
-  readonly #requests = new RequestDurationHistogram(`${METRICS_PREFIX}http_request_duration_seconds`)
+  readonly #requests: Histogram<'route' | 'method' | 'status_code'>
   readonly #attempts: Counter<'outcome'>
   readonly #flushSeconds: Histogram<'writer'>
   readonly #batchRows: Counter<'writer'>
@@ -164,7 +98,14 @@ export class AppMetrics {
     const p = METRICS_PREFIX
     this.#ports = opts.ports
     collectDefaultMetrics({ register: this.registry, prefix: p })
-    this.registry.registerMetric(this.#requests as unknown as Metric)
+    // About 0.8 µs an observation (prom-client hashes the labels each time): ~1% of a core at 15k req/s.
+    this.#requests = new Histogram({
+      name: `${p}http_request_duration_seconds`,
+      help: 'HTTP request duration in seconds, by route pattern (`unmatched` for no route), method and status code',
+      labelNames: ['route', 'method', 'status_code'],
+      buckets: HTTP_BUCKETS,
+      registers
+    })
 
     this.#attempts = new Counter({
       name: `${p}checkout_attempts_total`,
@@ -239,7 +180,7 @@ export class AppMetrics {
 
   /** The one per-request call (from an onResponse hook). */
   observeRequest (route: string | undefined, method: string, statusCode: number, ms: number): void {
-    this.#requests.observe(route ?? UNMATCHED_ROUTE, method, statusCode, ms / 1000)
+    this.#requests.observe({ route: route ?? UNMATCHED_ROUTE, method, status_code: statusCode }, ms / 1000)
   }
 
   /**

@@ -184,7 +184,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/sale/events', { schema: saleEventsSchema, exposeHeadRoute: false }, async (_request, reply) => {
     const stream = feed.open()
-    if (stream === null) throw new ServiceUnavailable('The service is shutting down.')
+    if (stream === null) throw new ServiceUnavailable('shutting_down')
     reply.raw.on('close', () => feed.remove(stream))
     return reply
       .type('text/event-stream; charset=utf-8')

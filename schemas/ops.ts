@@ -17,7 +17,13 @@ export const healthSchema = {
   summary: 'Liveness and dependency health',
   description: 'Probes Postgres and Redis separately; 503 when either is down.',
   tags: ['ops'],
-  response: { 200: { ...HealthResponse, description: 'Postgres and Redis both answer.' }, 500: InternalError, 503: { ...HealthResponse, description: 'Postgres or Redis (or both) is down.' } }
+  response: {
+    200: { ...HealthResponse, description: 'Postgres and Redis both answer.' },
+    500: InternalError,
+    503: Type.Union([HealthResponse, UnavailableError], {
+      description: 'Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body).'
+    })
+  }
 }
 
 const SaleState = Type.Object({

@@ -413,7 +413,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Postgres or Redis (or both) is down. */
+                /** @description Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body). */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -435,6 +435,14 @@ export interface paths {
                                 ok: boolean;
                             };
                             status: "ok" | "unavailable";
+                        } | {
+                            /**
+                             * @description Stable machine-readable error code
+                             * @enum {string}
+                             */
+                            error: "service_unavailable";
+                            /** @description Human-readable explanation (may change; match on `error`) */
+                            message: string;
                         };
                     };
                 };

@@ -1,6 +1,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
+import { ServiceUnavailable } from './errors.js'
 import configPlugin from '../plugins/config.js'
 import errorsPlugin, { sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
@@ -36,7 +37,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     bodyLimit: config.BODY_LIMIT_BYTES,
     // Never answer a hanging request forever.
     requestTimeout: 30_000,
-    return503OnClosing: true,
+    // Requests that arrive while closing get our own 503 below, not Fastify's differently shaped one.
+    return503OnClosing: false,
     // Query strings need string -> number coercion, but never array <-> scalar (Fastify's
     // default 'array'): `?id=1&id=2` and `{"checkout_code": ["..."]}` are errors, not guesses.
     ajv: { customOptions: { coerceTypes: true } },
@@ -54,11 +56,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Graceful drain: sockets whose request is in flight when close() starts would otherwise
   // stay open as keep-alive after their response and hold the server open until the grace
   // period ends. From now on a socket closes as soon as its response is sent.
-  app.addHook('preClose', async () => { app.server.keepAliveTimeout = 1 })
+  // Requests arriving on such a socket meanwhile are refused with the service's 503 shape.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+    app.server.keepAliveTimeout = 1
+  })
 
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
   await app.register(securityPlugin)
+  app.addHook('onRequest', (_request, _reply, done) => done(closing ? new ServiceUnavailable('shutting_down') : undefined))
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
   await app.register(metricsPlugin)

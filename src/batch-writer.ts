@@ -46,9 +46,9 @@ export class BatchWriter<Row, Result = void> {
   }
 
   push (row: Row): Promise<Result> {
-    if (this.#closed) return Promise.reject(new ServiceUnavailable('The service is shutting down.'))
+    if (this.#closed) return Promise.reject(new ServiceUnavailable('shutting_down'))
     if (this.#queue.length >= this.#opts.maxQueue) {
-      return Promise.reject(new ServiceUnavailable('The database is falling behind; retry shortly.'))
+      return Promise.reject(new ServiceUnavailable('write_queue_full'))
     }
     return new Promise<Result>((resolve, reject) => {
       this.#queue.push({ row, resolve, reject })
@@ -96,7 +96,7 @@ export class BatchWriter<Row, Result = void> {
       batch.forEach((p, i) => p.resolve(results[i] as Result))
     } catch (error) {
       this.#opts.onFlush?.({ rows: batch.length, ms: performance.now() - started, error })
-      const unavailable = new ServiceUnavailable('The database did not commit this request; retry shortly.', 1, { cause: error })
+      const unavailable = new ServiceUnavailable('write_failed', { cause: error })
       for (const p of batch) p.reject(unavailable)
     }
   }

@@ -34,10 +34,23 @@ export class SaleRefusal extends Error {
   }
 }
 
-/** A dependency is down or saturated: the client should retry after a short wait. */
+/** Why the service cannot answer right now; each is a 503 `service_unavailable` with Retry-After. */
+export const UNAVAILABLE = {
+  dependency_failed: 'A dependency is unavailable; retry shortly.',
+  write_failed: 'The database did not commit this request; retry shortly.',
+  write_queue_full: 'The database is falling behind; retry shortly.',
+  sale_restoring: 'The sale state is being restored; retry shortly.',
+  shutting_down: 'The service is shutting down; retry shortly.'
+} as const
+
+export type UnavailableReason = keyof typeof UNAVAILABLE
+
+/** A dependency is down or saturated, or the service is stopping: the client should retry shortly. */
 export class ServiceUnavailable extends Error {
-  constructor (message: string, readonly retryAfterSeconds = 1, options?: ErrorOptions) {
-    super(message, options)
+  readonly retryAfterSeconds = 1
+
+  constructor (readonly reason: UnavailableReason, options?: ErrorOptions) {
+    super(UNAVAILABLE[reason], options)
     this.name = 'ServiceUnavailable'
   }
 }

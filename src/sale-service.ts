@@ -57,7 +57,7 @@ const REBUILD_POLL_MS = 25
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
 const toUnavailable = (error: unknown): never => {
   if (error instanceof ServiceUnavailable || error instanceof SaleRefusal) throw error
-  throw new ServiceUnavailable('A dependency is unavailable; retry shortly.', 1, { cause: error })
+  throw new ServiceUnavailable('dependency_failed', { cause: error })
 }
 
 const CODE_BYTES = 16
@@ -152,7 +152,7 @@ export class SaleService {
           await inventory.unlockRebuild(sale)
         }
       }
-      if (Date.now() > deadline) throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
+      if (Date.now() > deadline) throw new ServiceUnavailable('sale_restoring')
       await sleep(REBUILD_POLL_MS)
     }
   }
@@ -191,7 +191,7 @@ export class SaleService {
       { saleId: sale.id, userId, itemId, attemptedAt: now })
     if (status === 'no_sale') {
       await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
-      throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
+      throw new ServiceUnavailable('sale_restoring')
     }
     if (status !== 'ok') return this.#refuseCheckout(status, { saleId: sale.id, userId, itemId, attemptedAt: now })
 
@@ -218,7 +218,7 @@ export class SaleService {
     const sale = await this.currentSale(now).catch(toUnavailable)
     if (sale === null) throw new SaleRefusal(await this.#unknownCodeRefusal(code, null))
     const result = await this.#decide(sale, () => inventory.redeemCode(sale, code, now), (r) => r.status === 'no_sale').catch(toUnavailable)
-    if (result.status === 'no_sale') throw new ServiceUnavailable('The sale state is being restored; retry shortly.')
+    if (result.status === 'no_sale') throw new ServiceUnavailable('sale_restoring')
     if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 

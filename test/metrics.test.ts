@@ -179,8 +179,8 @@ test('503 causes are told apart from the errors the service really raises', asyn
   const deadPort = (probe.address() as { port: number }).port
   await new Promise((resolve) => probe.close(resolve))
   const refused = await new pg.Client({ host: '127.0.0.1', port: deadPort, user: 'postgres' }).connect().catch((err: unknown) => err)
-  const wrapped = new ServiceUnavailable('A dependency is unavailable; retry shortly.', 1, { cause: refused })
+  const wrapped = new ServiceUnavailable('dependency_failed', { cause: refused })
   assert.equal(unavailableCause(wrapped, { redis: 6379, postgres: deadPort }), 'postgres')
   assert.equal(unavailableCause(wrapped, { redis: deadPort, postgres: 5432 }), 'redis')
-  assert.equal(unavailableCause(new ServiceUnavailable('Something else.'), ports), 'other')
+  assert.equal(unavailableCause(new ServiceUnavailable('sale_restoring'), ports), 'sale_restoring')
 })

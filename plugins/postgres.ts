@@ -1,6 +1,10 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
+import type { Config } from '../src/config.js'
 import { migrate } from '../src/migrate.js'
+
+/** How long the client waits for a query: the server's statement_timeout plus a margin. */
+export const clientQueryTimeoutMs = (config: Config): number => config.PG_QUERY_TIMEOUT_MS + 1000
 
 /**
  * The system of record: a bounded pg pool (callers never queue forever) on `fastify.pg`,
@@ -13,7 +17,10 @@ export default fp(async (fastify) => {
     options: `-c search_path=${config.DATABASE_SCHEMA}`,
     max: config.PG_POOL_MAX,
     connectionTimeoutMillis: config.PG_CONNECT_TIMEOUT_MS,
-    query_timeout: config.PG_QUERY_TIMEOUT_MS,
+    // The server cancels a statement past the deadline (so a purchase the client gave up on cannot
+    // commit later behind its back); the client-side timeout is the fallback when the server is gone.
+    statement_timeout: config.PG_QUERY_TIMEOUT_MS,
+    query_timeout: clientQueryTimeoutMs(config),
     application_name: 'flash-sale'
   })
   // A pool client that loses its server emits 'error' on the pool; without a listener it crashes the process.

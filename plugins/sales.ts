@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { BatchWriter } from '../src/batch-writer.js'
+import { clientQueryTimeoutMs } from './postgres.js'
 import { Inventory } from '../src/inventory.js'
 import { checkoutAttemptWriter, purchaseWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/records.js'
 import { SaleRepository } from '../src/sale-repository.js'
@@ -68,7 +69,7 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
 
   // A purchase commits within one pool connect plus one query, or fails and is undone; twice that
   // is the grace before an item Redis sold without a Postgres record is taken for a crash's orphan.
-  const settleMs = 2 * (config.PG_CONNECT_TIMEOUT_MS + config.PG_QUERY_TIMEOUT_MS)
+  const settleMs = 2 * (config.PG_CONNECT_TIMEOUT_MS + clientQueryTimeoutMs(config))
   const reconciler = setInterval(() => {
     sales.reconcilePurchases(settleMs).catch((err: unknown) => log.warn({ err }, 'reconciling purchases with Postgres failed'))
   }, settleMs / 4)

@@ -96,6 +96,12 @@ export class SaleRepository {
     return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
 
+  /** Committed purchases of a sale. */
+  async purchaseCount (saleId: number): Promise<number> {
+    const { rows: [row] } = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM purchases WHERE sale_id = $1', [saleId])
+    return row?.n ?? 0
+  }
+
   /** Items of a sale with a committed purchase. */
   async purchasedItems (saleId: number): Promise<Set<number>> {
     const { rows } = await this.pool.query<{ item_id: number }>('SELECT item_id FROM purchases WHERE sale_id = $1', [saleId])

@@ -253,6 +253,12 @@ export class SaleService {
     const sale = this.#current
     if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
     // Redis first, then Postgres: a purchase committed before the Redis read is seen as recorded.
+    // Cheap check first: while Postgres holds as many purchases as Redis counts, nothing is orphaned
+    // and the item-by-item comparison (a read of the whole items hash) is skipped.
+    if ((await inventory.counts(sale)).sold <= await repository.purchaseCount(sale.id)) {
+      this.#unrecorded.clear()
+      return 0
+    }
     const sold = await inventory.soldItems(sale)
     const recorded = await repository.purchasedItems(sale.id)
     const seen = Date.now()

@@ -24,7 +24,7 @@ test('SIGKILL mid-load loses nothing acknowledged; after a restart nothing sells
 
   // Restarted, the service sells what is left; reservations of the dead process expire (TTL 2 s),
   // and codes it redeemed in Redis without committing their purchase are undone once they stayed
-  // unrecorded for 2 x (connect + query timeout): 3 s with these bounds.
+  // unrecorded for 2 x (connect + query timeout + 1 s margin): 5 s with these bounds.
   const second = await startService(t, config, { env: { PG_CONNECT_TIMEOUT_MS: '500', PG_QUERY_TIMEOUT_MS: '1000' } })
   await sleep(2100)
   const after: Acks = newAcks()

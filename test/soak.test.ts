@@ -21,7 +21,7 @@ const ITEMS = Math.min(4000, Math.max(400, 30 * SOAK_SECONDS))
 const LIMIT = 5
 const USERS = ITEMS / 2 // 2.5 slots per item: the limit bites for some users, the sale can sell out
 const WORKERS = 30
-/** Short bounds so failures surface fast; settle for orphaned purchases = 2 x (1 s + 2 s). */
+/** Short bounds so failures surface fast; settle for orphaned purchases = 2 x (1 s connect + 2 s query + 1 s margin). */
 const SERVICE_ENV = { PG_CONNECT_TIMEOUT_MS: '1000', PG_QUERY_TIMEOUT_MS: '2000', REDIS_COMMAND_TIMEOUT_MS: '1000', RELEASE_INTERVAL_MS: '250' }
 /** Longer than any bounded answer of the service (the rebuild wait is the longest, 5 s). */
 const REQUEST_TIMEOUT_MS = 10_000

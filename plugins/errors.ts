@@ -38,7 +38,9 @@ export function sendError (error: FastifyError, request: FastifyRequest, reply: 
     return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
   }
   if (error instanceof ServiceUnavailable) {
-    request.log.warn({ err: error.cause ?? error }, 'answered 503')
+    // Per request only at debug: an outage answers thousands a second. The failures behind them are
+    // logged once each where they happen (connection errors, failed batches) and counted in /metrics.
+    request.log.debug({ reason: error.reason, err: error.cause }, 'answered 503')
     return reply.code(503).header('retry-after', error.retryAfterSeconds)
       .send({ error: 'service_unavailable', message: error.message })
   }

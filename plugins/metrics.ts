@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { withDeadline } from '../src/deadline.js'
 import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/errors.js'
 import type { CheckoutAttempt } from '../src/records.js'
 import type { SaleSummary } from '../src/sale-service.js'
@@ -227,14 +228,6 @@ export class AppMetrics {
   metrics (): Promise<string> {
     return this.registry.metrics()
   }
-}
-
-function withDeadline<T> (work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    work,
-    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms) })
-  ]).finally(() => clearTimeout(timer))
 }
 
 /**

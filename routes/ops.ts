@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { healthSchema, rootSchema } from '../schemas/ops.js'
+import { withDeadline } from '../src/deadline.js'
 import { packageInfo } from '../src/package-info.js'
 import { isoTime } from '../src/presenters.js'
 import { HOUR_MS, saleWindow } from '../src/sale.js'
@@ -9,17 +10,12 @@ const PROBE_TIMEOUT_MS = 1000
 /** Runs a dependency probe with a deadline, so /health answers even when a dependency hangs. */
 async function probe (check: () => Promise<unknown>) {
   const started = performance.now()
-  let timer: NodeJS.Timeout | undefined
+  const elapsed = () => Math.round(performance.now() - started)
   try {
-    await Promise.race([
-      check(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS) })
-    ])
-    return { ok: true, latency_ms: Math.round(performance.now() - started) }
+    await withDeadline(check(), PROBE_TIMEOUT_MS)
+    return { ok: true, latency_ms: elapsed() }
   } catch (err) {
-    return { ok: false, latency_ms: Math.round(performance.now() - started), error: (err as Error).message }
-  } finally {
-    clearTimeout(timer)
+    return { ok: false, latency_ms: elapsed(), error: (err as Error).message }
   }
 }
 

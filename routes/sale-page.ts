@@ -5,6 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
 import { METRICS_PREFIX } from '../plugins/metrics.js'
 import { saleAssetSchema, saleEventsSchema, salePageSchema, type SaleSnapshotT } from '../schemas/sale-page.js'
+import { withDeadline } from '../src/deadline.js'
 import { ServiceUnavailable } from '../src/errors.js'
 import { isoTime } from '../src/presenters.js'
 import { HOUR_MS, saleWindow } from '../src/sale.js'
@@ -120,7 +121,7 @@ class SaleFeed {
     let status: SaleSnapshotT['status'] = 'live'
     let sale: SaleSnapshotT['sale'] = null
     try {
-      const summary = await deadline(sales.summary(), SUMMARY_DEADLINE_MS)
+      const summary = await withDeadline(sales.summary(), SUMMARY_DEADLINE_MS)
       if (summary === null) status = 'no_sale'
       else {
         sale = {
@@ -145,14 +146,6 @@ class SaleFeed {
       accepted_per_second: perSecond(accepted - first.accepted)
     }
   }
-}
-
-function deadline<T> (work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    work,
-    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms) })
-  ]).finally(() => clearTimeout(timer))
 }
 
 /** GET /sale (a static page, no build step), its script and stylesheet, and its live feed. */

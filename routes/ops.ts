@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { healthSchema, rootSchema } from '../schemas/ops.js'
 import { withDeadline } from '../src/deadline.js'
 import { packageInfo } from '../src/package-info.js'
-import { isoTime } from '../src/presenters.js'
+import { isoTime, presentSaleCounts } from '../src/presenters.js'
 import { HOUR_MS, saleWindow } from '../src/sale.js'
 
 const PROBE_TIMEOUT_MS = 1000
@@ -40,13 +40,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       description: `Hourly flash sale: ${config.SALE_ITEMS} items every UTC hour, at most ${config.USER_LIMIT} per user.`,
       now: isoTime(now),
       sale: summary && {
-        id: summary.sale.id,
-        opens_at: isoTime(summary.sale.startsAt),
-        closes_at: isoTime(summary.sale.endsAt),
-        items: summary.items,
-        sold: summary.sold,
-        held: summary.held,
-        left: summary.left,
+        ...presentSaleCounts(summary),
         user_limit: summary.sale.userLimit,
         checkout_ttl_seconds: config.CHECKOUT_TTL_SECONDS
       },

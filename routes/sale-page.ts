@@ -7,7 +7,7 @@ import { METRICS_PREFIX } from '../plugins/metrics.js'
 import { saleAssetSchema, saleEventsSchema, salePageSchema, type SaleSnapshotT } from '../schemas/sale-page.js'
 import { withDeadline } from '../src/deadline.js'
 import { ServiceUnavailable } from '../src/errors.js'
-import { isoTime } from '../src/presenters.js'
+import { isoTime, presentSaleCounts } from '../src/presenters.js'
 import { HOUR_MS, saleWindow } from '../src/sale.js'
 
 /**
@@ -124,15 +124,7 @@ class SaleFeed {
       const summary = await withDeadline(sales.summary(), SUMMARY_DEADLINE_MS)
       if (summary === null) status = 'no_sale'
       else {
-        sale = {
-          id: summary.sale.id,
-          opens_at: isoTime(summary.sale.startsAt),
-          closes_at: isoTime(summary.sale.endsAt),
-          items: summary.items,
-          sold: summary.sold,
-          held: summary.held,
-          left: summary.left
-        }
+        sale = presentSaleCounts(summary)
       }
     } catch {
       status = 'unavailable'

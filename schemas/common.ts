@@ -22,6 +22,17 @@ export type ItemT = Static<typeof Item>
 /** ISO-8601 UTC timestamp. */
 export const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-25T14:59:59.000Z'] })
 
+/** A sale's window and live counts (src/presenters.ts `presentSaleCounts`). */
+export const SaleCounts = Type.Object({
+  id: Type.Integer(),
+  opens_at: Timestamp,
+  closes_at: Timestamp,
+  items: Type.Integer({ description: 'Items in this sale' }),
+  sold: Type.Integer(),
+  held: Type.Integer({ description: 'Items held by live, unredeemed checkout codes' }),
+  left: Type.Integer({ description: 'Items still available to check out' })
+})
+
 /** Integer ids as they arrive in query strings: digits only, within a Postgres int4. */
 export const ItemId = Type.Integer({ minimum: 1, maximum: 2_147_483_647, description: 'Item id, 1..SALE_ITEMS' })
 

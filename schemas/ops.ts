@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { InternalError, Timestamp, UnavailableError } from './common.js'
+import { InternalError, SaleCounts, Timestamp, UnavailableError } from './common.js'
 
 const Dependency = Type.Object({
   ok: Type.Boolean(),
@@ -26,17 +26,10 @@ export const healthSchema = {
   }
 }
 
-const SaleState = Type.Object({
-  id: Type.Integer(),
-  opens_at: Timestamp,
-  closes_at: Timestamp,
-  items: Type.Integer({ description: 'Items in this sale' }),
-  sold: Type.Integer(),
-  held: Type.Integer({ description: 'Items held by live, unredeemed checkout codes' }),
-  left: Type.Integer({ description: 'Items still available to check out' }),
+const SaleState = Type.Composite([SaleCounts, Type.Object({
   user_limit: Type.Integer(),
   checkout_ttl_seconds: Type.Integer()
-})
+})])
 
 export const ServiceDescription = Type.Object({
   service: Type.String(),

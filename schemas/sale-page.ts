@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Timestamp } from './common.js'
+import { SaleCounts, Timestamp } from './common.js'
 
 /** One message of GET /sale/events (the `data:` of each Server-Sent Event, as JSON). */
 export const SaleSnapshot = Type.Object({
@@ -7,15 +7,7 @@ export const SaleSnapshot = Type.Object({
     description: '`live`: counts below are current; `no_sale`: none open this instant; `unavailable`: Redis or Postgres did not answer'
   }),
   now: Timestamp,
-  sale: Type.Union([Type.Object({
-    id: Type.Integer(),
-    opens_at: Timestamp,
-    closes_at: Timestamp,
-    items: Type.Integer(),
-    sold: Type.Integer(),
-    held: Type.Integer({ description: 'Items held by live, unredeemed checkout codes' }),
-    left: Type.Integer()
-  }), Type.Null()]),
+  sale: Type.Union([SaleCounts, Type.Null()]),
   next_sale_at: Timestamp,
   checkouts_per_second: Type.Number({ description: 'Checkout attempts committed per second by this instance, over the last few seconds' }),
   accepted_per_second: Type.Number({ description: 'Accepted checkouts per second, same window' })

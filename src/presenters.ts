@@ -1,3 +1,4 @@
+import type { SaleSummary } from './sale-service.js'
 import type { CatalogItem } from './sale.js'
 
 /** Cents to currency units for the JSON API (the service computes only in cents). */
@@ -11,3 +12,14 @@ export const presentItem = (item: CatalogItem) => ({
 })
 
 export const isoTime = (ms: number): string => new Date(ms).toISOString()
+
+/** A sale's window and live counts, as GET / and the sale page's feed show them. */
+export const presentSaleCounts = (summary: SaleSummary) => ({
+  id: summary.sale.id,
+  opens_at: isoTime(summary.sale.startsAt),
+  closes_at: isoTime(summary.sale.endsAt),
+  items: summary.items,
+  sold: summary.sold,
+  held: summary.held,
+  left: summary.left
+})

@@ -111,3 +111,23 @@ test('hour boundary: a code taken at 13:59 cannot be redeemed in the 14:00 sale'
   clock.set('2031-03-04T15:00:01.000Z')
   assert.equal((await purchase(app, code)).json().error, 'sale_over')
 })
+
+test('codes cannot be guessed: 128 random bits each, and a near miss of a live code learns nothing', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 40, USER_LIMIT: 40 }), new TestClock(Date.parse(T0)))
+  const codes: string[] = []
+  for (let id = 1; id <= 40; id++) codes.push((await checkout(app, `user_id=mallory&id=${id}`)).json().code)
+  for (const code of codes) assert.equal(Buffer.from(code, 'base64url').length, 16, `${code} is 16 bytes of base64url`)
+  assert.equal(new Set(codes).size, codes.length)
+  // Consecutive codes share nothing: no counter, time or user inside them to enumerate from.
+  const differingBits = (a: string, b: string) => [...Buffer.from(a, 'base64url')].reduce((n, byte, i) =>
+    n + [...(byte ^ (Buffer.from(b, 'base64url')[i] as number)).toString(2)].filter((bit) => bit === '1').length, 0)
+  const meanDistance = codes.slice(1).reduce((sum, code, i) => sum + differingBits(code, codes[i] as string), 0) / (codes.length - 1)
+  assert.ok(meanDistance > 50 && meanDistance < 78, `consecutive codes differ in ~64 of 128 bits (${meanDistance})`)
+
+  const live = codes[0] as string
+  const nearMiss = live.slice(0, 10) + (live[10] === 'A' ? 'B' : 'A') + live.slice(11)
+  const [miss, never] = await Promise.all([purchase(app, nearMiss), purchase(app, 'Q'.repeat(22))])
+  assert.equal(miss.statusCode, 404)
+  assert.deepEqual(miss.json(), never.json(), 'a near miss answers exactly as a code never issued')
+  assert.equal((await purchase(app, live)).statusCode, 200, 'and the probing did not touch the live code')
+})

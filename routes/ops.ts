@@ -49,7 +49,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
         'POST /checkout?user_id=U&id=I': 'reserve item I for user U; returns a checkout code',
         'POST /purchase?code=C': 'redeem a checkout code (or JSON body {"checkout_code": C})',
         'GET /health': 'Postgres and Redis health',
-        'GET /': 'this description'
+        'GET /': 'this description',
+        'GET /docs': 'the API (Swagger UI; OpenAPI 3 at /docs/json)',
+        'GET /sale': 'the live sale page',
+        'GET /metrics': 'Prometheus metrics'
       }
     }
   })

@@ -25,6 +25,13 @@ test('GET / describes the service and the live counts of the current sale', asyn
     checkout_ttl_seconds: 60
   })
 
+  // Every endpoint it advertises exists.
+  for (const endpoint of Object.keys(body.endpoints)) {
+    const [method, path] = endpoint.split(' ') as ['GET' | 'POST', string]
+    const res = await app.inject({ method, url: path.split('?')[0] as string })
+    assert.notEqual(res.statusCode, 404, endpoint)
+  }
+
   // The periodic sweep returns expired holds; run it now instead of waiting for the timer.
   clock.advance(60_000)
   assert.equal(await app.sales.releaseExpired(), 3)

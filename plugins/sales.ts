@@ -11,7 +11,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     sales: SaleService
     checkoutLog: BatchWriter<CheckoutAttempt>
-    purchaseLog: BatchWriter<PurchaseRecord, number>
+    purchaseLog: BatchWriter<PurchaseRecord, number | null>
   }
 }
 
@@ -37,7 +37,7 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   }
   // Committed attempt rows are counted by outcome (plugins/metrics.ts) once their batch commits.
   const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(checkoutAttemptWriter(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
-  const purchaseLog = new BatchWriter<PurchaseRecord, number>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase', 'purchases') })
+  const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase', 'purchases') })
 
   const sales = new SaleService({
     rules: {
@@ -67,11 +67,17 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   }, config.RELEASE_INTERVAL_MS)
   sweeper.unref()
 
-  // A purchase commits within one pool connect plus one query, or fails and is undone; twice that
-  // is the grace before an item Redis sold without a Postgres record is taken for a crash's orphan.
+  // A purchase normally commits within one pool connect plus one query, or fails and is put back;
+  // twice that is the grace before an item Redis sold without a Postgres record is suspected to be
+  // a crashed instance's. Safety does not rest on it: the void goes through Postgres's fence.
   const settleMs = 2 * (config.PG_CONNECT_TIMEOUT_MS + clientQueryTimeoutMs(config))
+  let reconciling = false
   const reconciler = setInterval(() => {
-    sales.reconcilePurchases(settleMs).catch((err: unknown) => log.warn({ err }, 'reconciling purchases with Postgres failed'))
+    if (reconciling) return // a slow pass (Postgres waiting on a commit) is never overlapped
+    reconciling = true
+    sales.reconcilePurchases(settleMs)
+      .catch((err: unknown) => log.warn({ err }, 'reconciling purchases with Postgres failed'))
+      .finally(() => { reconciling = false })
   }, settleMs / 4)
   reconciler.unref()
 

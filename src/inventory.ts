@@ -40,6 +40,7 @@ interface SaleScripts {
   reserveItem (...args: Arg[]): Promise<ReserveStatus>
   redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?]>
   undoRedeem (...args: Arg[]): Promise<number>
+  voidPurchase (...args: Arg[]): Promise<number>
   cancelReservation (...args: Arg[]): Promise<number>
   releaseExpired (...args: Arg[]): Promise<number>
   saleStats (...args: Arg[]): Promise<[number, number, number]>
@@ -51,6 +52,7 @@ const SCRIPTS: Record<keyof SaleScripts, { file: string, usesReleaseLib: boolean
   reserveItem: { file: 'reserve-item.lua', usesReleaseLib: true },
   redeemCode: { file: 'redeem-code.lua', usesReleaseLib: true },
   undoRedeem: { file: 'undo-redeem.lua', usesReleaseLib: true },
+  voidPurchase: { file: 'void-purchase.lua', usesReleaseLib: true },
   cancelReservation: { file: 'cancel-reservation.lua', usesReleaseLib: true },
   releaseExpired: { file: 'release-expired.lua', usesReleaseLib: true },
   saleStats: { file: 'sale-stats.lua', usesReleaseLib: false }
@@ -129,6 +131,11 @@ export class Inventory {
 
   async undoRedeem (sale: Sale, code: string): Promise<boolean> {
     return await this.#scripts.undoRedeem(...sale.keys, code) === 1
+  }
+
+  /** Gives back the item of a redeemed code whose purchase Postgres voided. */
+  async voidPurchase (sale: Sale, code: string): Promise<boolean> {
+    return await this.#scripts.voidPurchase(...sale.keys, code) === 1
   }
 
   async cancelReservation (sale: Sale, code: string): Promise<boolean> {

@@ -45,14 +45,27 @@ export function checkoutAttemptWriter (pool: Pool) {
   }
 }
 
-/** Inserts purchases and resolves each with its purchase id. */
+/**
+ * Inserts purchases and resolves each with its purchase id, or with null for a row the
+ * settlement fence refused: its code was voided first (given back after its purchase was taken
+ * for abandoned), or its item already has a purchase. A refused row fails alone, never its batch.
+ */
 export function purchaseWriter (pool: Pool) {
-  return async (rows: PurchaseRecord[]): Promise<number[]> => {
+  return async (rows: PurchaseRecord[]): Promise<Array<number | null>> => {
     const { rows: inserted } = await pool.query<{ id: string, code: string }>(
-      `INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
-       SELECT sale_id, item_id, user_id, code, price_cents, to_timestamp(purchased_ms / 1000)
-       FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[])
-         AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms)
+      `WITH batch AS (
+         SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[])
+           AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms)
+       ), settled AS (
+         UPDATE checkout_attempts a SET settled = 'purchased'
+         FROM batch b
+         WHERE a.code = b.code AND a.settled IS NULL
+           AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.sale_id = b.sale_id AND p.item_id = b.item_id)
+         RETURNING a.code
+       )
+       INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
+       SELECT b.sale_id, b.item_id, b.user_id, b.code, b.price_cents, to_timestamp(b.purchased_ms / 1000)
+       FROM batch b JOIN settled s ON s.code = b.code
        RETURNING id, code`,
       [
         rows.map((r) => r.saleId),
@@ -63,6 +76,6 @@ export function purchaseWriter (pool: Pool) {
         rows.map((r) => r.purchasedAt)
       ])
     const idByCode = new Map(inserted.map((r) => [r.code, Number(r.id)]))
-    return rows.map((r) => idByCode.get(r.code) as number)
+    return rows.map((r) => idByCode.get(r.code) ?? null)
   }
 }

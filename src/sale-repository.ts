@@ -91,7 +91,7 @@ export class SaleRepository {
     const { rows } = await this.pool.query<{ code: string, purchased: boolean, item_id: number, expires_ms: string, user_id: string }>(
       `SELECT a.code, p.id IS NOT NULL AS purchased, a.item_id, (extract(epoch FROM a.expires_at) * 1000)::bigint AS expires_ms, a.user_id
        FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code
-       WHERE a.sale_id = $1 AND a.outcome = 'accepted'
+       WHERE a.sale_id = $1 AND a.outcome = 'accepted' AND a.settled IS DISTINCT FROM 'voided'
        ORDER BY purchased DESC, a.id`, [saleId])
     return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
@@ -108,11 +108,30 @@ export class SaleRepository {
     return new Set(rows.map((r) => r.item_id))
   }
 
-  /** Accepted checkout codes of some items of a sale. */
-  async codesOfItems (saleId: number, itemIds: number[]): Promise<string[]> {
+  /** Accepted, still unsettled checkout codes of some items of a sale. */
+  async unsettledCodesOfItems (saleId: number, itemIds: number[]): Promise<string[]> {
     const { rows } = await this.pool.query<{ code: string }>(
-      "SELECT code FROM checkout_attempts WHERE sale_id = $1 AND outcome = 'accepted' AND item_id = ANY($2::int[])", [saleId, itemIds])
+      "SELECT code FROM checkout_attempts WHERE sale_id = $1 AND outcome = 'accepted' AND settled IS NULL AND item_id = ANY($2::int[])",
+      [saleId, itemIds])
     return rows.map((r) => r.code)
+  }
+
+  /**
+   * Voids the codes that are not settled yet and returns them: their purchases can no longer be
+   * recorded (the purchase writer's fence), so their items may be given back. A code whose
+   * purchase is committing waits here for it, then is left alone.
+   */
+  async voidCodes (codes: string[]): Promise<string[]> {
+    const { rows } = await this.pool.query<{ code: string }>(
+      "UPDATE checkout_attempts SET settled = 'voided' WHERE code = ANY($1::text[]) AND settled IS NULL RETURNING code", [codes])
+    return rows.map((r) => r.code)
+  }
+
+  /** How a code was settled: 'purchased', 'voided', or null while neither. */
+  async settlementOf (code: string): Promise<{ settled: string | null, purchaseId: number | null }> {
+    const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null }>(
+      'SELECT a.settled, p.id AS purchase_id FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code WHERE a.code = $1', [code])
+    return { settled: row?.settled ?? null, purchaseId: row?.purchase_id == null ? null : Number(row.purchase_id) }
   }
 
   /** The sale a checkout code was issued in, or null for a code never issued. */

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import pg from 'pg'
 import type { BatchWriter } from './batch-writer.js'
 import { SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
 import type { Inventory, SaleCounts } from './inventory.js'
@@ -46,13 +47,24 @@ export interface SaleServiceDeps {
   repository: SaleRepository
   inventory: Inventory
   checkoutLog: BatchWriter<CheckoutAttempt>
-  purchaseLog: BatchWriter<PurchaseRecord, number>
+  purchaseLog: BatchWriter<PurchaseRecord, number | null>
   log: Logger
 }
 
 /** How long a request waits for another instance's rebuild of a lost sale before a 503. */
 const REBUILD_WAIT_MS = 5000
 const REBUILD_POLL_MS = 25
+
+/**
+ * True when Postgres answered the statement with an error, so it rolled back for sure; false
+ * for a client-side timeout or a lost connection (class 08, or 57P01-57P03: the server going
+ * away), after which it may have committed.
+ */
+const rolledBack = (error: unknown): boolean => {
+  const cause = error instanceof ServiceUnavailable ? error.cause : error
+  const sqlState = cause instanceof pg.DatabaseError ? cause.code ?? '' : ''
+  return sqlState !== '' && !sqlState.startsWith('08') && !/^57P0[1-3]$/.test(sqlState)
+}
 
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
 const toUnavailable = (error: unknown): never => {
@@ -90,8 +102,9 @@ export class SaleService {
   readonly #restoring = new Map<number, Promise<void>>()
   /** Codes this instance redeemed in Redis whose purchase row is not committed (or failed) yet. */
   readonly #purchasing = new Set<string>()
-  /** Items Redis counts as sold without a purchase row in Postgres -> when that was first seen (wall clock). */
+  /** Items of sale `#unrecordedSaleId` that Redis counts as sold without a purchase row -> first seen (wall clock). */
   #unrecorded = new Map<number, number>()
+  #unrecordedSaleId: number | null = null
 
   constructor (deps: SaleServiceDeps) {
     this.#deps = deps
@@ -213,7 +226,7 @@ export class SaleService {
   }
 
   async purchase (code: string): Promise<Purchase> {
-    const { inventory } = this.#deps
+    const { inventory, repository } = this.#deps
     const now = this.now()
     const sale = await this.currentSale(now).catch(toUnavailable)
     if (sale === null) throw new SaleRefusal(await this.#unknownCodeRefusal(code, null))
@@ -223,61 +236,109 @@ export class SaleService {
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
     const item = sale.catalog[result.itemId] as CatalogItem
+    const purchased = (purchaseId: number): Purchase =>
+      ({ purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought })
     this.#purchasing.add(code)
     try {
       const purchaseId = await this.#deps.purchaseLog.push({
         saleId: sale.id, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
-      })
-      return { purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought }
-    } catch (error) {
-      // Postgres did not commit it, so it did not happen: the code holds its item again.
-      await inventory.undoRedeem(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not undo an unrecorded purchase'))
-      throw error
+      }).catch((error: unknown) => this.#settleFailedPurchase(sale, code, error))
+      if (purchaseId !== null) return purchased(purchaseId)
+      // The fence refused it. Either the code was voided first (its purchase taken for
+      // abandoned): its item goes back on sale. Or (only after a commit the service had given up
+      // on) the item has another purchase: Redis keeps counting it sold, as Postgres does.
+      const { settled } = await repository.settlementOf(code).catch(toUnavailable)
+      if (settled !== 'voided') throw new SaleRefusal('item_sold')
+      await this.#giveBack(sale, code)
+      throw new SaleRefusal('code_expired')
     } finally {
       this.#purchasing.delete(code)
     }
   }
 
   /**
+   * A purchase batch failed. An error Postgres answered means the statement rolled back: nothing
+   * was written, and the code holds its item again. A timeout or a lost connection may hide a
+   * commit, so the code is settled through the fence instead: voided (then given back), or found
+   * purchased after all (then it is a success). If Postgres cannot even be asked, the code stays
+   * redeemed in Redis and the reconciler settles it once Postgres answers again.
+   */
+  async #settleFailedPurchase (sale: Sale, code: string, error: unknown): Promise<number> {
+    const { repository } = this.#deps
+    const { inventory, log } = this.#deps
+    const logged = (err: unknown) => log.error({ err, code }, 'could not put back an unrecorded purchase')
+    if (rolledBack(error)) {
+      // The buyer may retry with the same code.
+      await inventory.undoRedeem(sale, code).catch(logged)
+      throw error
+    }
+    const voided = await repository.voidCodes([code]).catch(() => null)
+    if (voided === null) throw error
+    if (voided.length === 0) {
+      const { purchaseId } = await repository.settlementOf(code).catch(() => ({ purchaseId: null }))
+      if (purchaseId !== null) return purchaseId
+      throw error
+    }
+    await this.#giveBack(sale, code)
+    throw error
+  }
+
+  /** A voided code's item goes back on sale (the code itself is dead: it answers code_expired). */
+  #giveBack (sale: Sale, code: string): Promise<unknown> {
+    return this.#deps.inventory.voidPurchase(sale, code)
+      .catch((err: unknown) => this.#deps.log.error({ err, code }, 'could not give back a voided purchase'))
+  }
+
+  /**
    * Gives back items that Redis counts as sold but Postgres never recorded: an instance that
    * redeemed a code and died (SIGKILL, OOM, power loss) before its purchase batch committed
    * leaves such an item, and nobody else would ever undo it, so the sale could never sell out
-   * exactly. An item counts as orphaned only once it stayed unrecorded for `settleMs` (longer
-   * than a commit in flight on a live instance takes) and this instance is not buying it; its
-   * code is then undone as a failed commit would have been (it holds its item again until its
-   * own expiry, then the sweep releases it). Run periodically; returns the codes undone.
+   * exactly. An item is a suspect once it stayed unrecorded for `settleMs`; its code is then
+   * voided in Postgres, which waits for a purchase of it that is committing and then leaves it
+   * alone, and only a code this call voided has its item given back in Redis. So a slow commit,
+   * on this instance or another, is never undone; `settleMs` only decides how soon an abandoned
+   * purchase is given back. Run periodically; returns the items given back.
    */
   async reconcilePurchases (settleMs: number): Promise<number> {
     const { inventory, repository, log } = this.#deps
-    const now = this.now()
     const sale = this.#current
-    if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
+    const saleNow = this.now()
+    if (sale === null || saleNow < sale.startsAt || saleNow >= sale.endsAt) {
+      this.#unrecorded.clear()
+      return 0
+    }
+    if (this.#unrecordedSaleId !== sale.id) {
+      this.#unrecorded.clear()
+      this.#unrecordedSaleId = sale.id
+    }
     // Redis first, then Postgres: a purchase committed before the Redis read is seen as recorded.
-    // Cheap check first: while Postgres holds as many purchases as Redis counts, nothing is orphaned
-    // and the item-by-item comparison (a read of the whole items hash) is skipped.
-    if ((await inventory.counts(sale)).sold <= await repository.purchaseCount(sale.id)) {
+    // Cheap check first: while the counts agree there is nothing to look for item by item.
+    if ((await inventory.counts(sale)).sold === await repository.purchaseCount(sale.id)) {
       this.#unrecorded.clear()
       return 0
     }
     const sold = await inventory.soldItems(sale)
     const recorded = await repository.purchasedItems(sale.id)
-    const seen = Date.now()
+    // Wall-clock time, not the sale clock: how long an item has stayed unrecorded.
+    const wallNow = Date.now()
     const unrecorded = new Map<number, number>()
-    const orphans: number[] = []
+    const suspects: number[] = []
     for (const item of sold) {
       if (recorded.has(item)) continue
-      const since = this.#unrecorded.get(item) ?? seen
+      const since = this.#unrecorded.get(item) ?? wallNow
       unrecorded.set(item, since)
-      if (seen - since >= settleMs) orphans.push(item)
+      if (wallNow - since >= settleMs) suspects.push(item)
     }
     this.#unrecorded = unrecorded
-    if (orphans.length === 0) return 0
-    let undone = 0
-    for (const code of await repository.codesOfItems(sale.id, orphans)) {
-      if (!this.#purchasing.has(code) && await inventory.undoRedeem(sale, code)) undone++
+    if (suspects.length === 0) return 0
+    const candidates = (await repository.unsettledCodesOfItems(sale.id, suspects)).filter((code) => !this.#purchasing.has(code))
+    if (candidates.length === 0) return 0
+    let givenBack = 0
+    for (const code of await repository.voidCodes(candidates)) {
+      if (await inventory.voidPurchase(sale, code)) givenBack++
     }
-    if (undone > 0) log.warn({ saleId: sale.id, items: orphans, undone }, 'undid purchases that Redis held but Postgres never recorded')
-    return undone
+    if (givenBack > 0) log.warn({ saleId: sale.id, items: suspects, givenBack }, 'gave back purchases that Redis held but Postgres never recorded')
+    return givenBack
   }
 
   /** Sold / held / left of the current sale, or null when no sale is open. */

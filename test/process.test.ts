@@ -31,7 +31,7 @@ test('SIGKILL mid-load loses nothing acknowledged; after a restart nothing sells
   const selling = load(second.url, after, 50, 300)
   // Waits on Postgres, the record: Redis may count an orphan as sold until it is undone.
   const recorded = async () => (await query<{ n: number }>(config, 'SELECT count(*)::int AS n FROM purchases'))[0]?.n ?? 0
-  for (let i = 0; i < 150 && await recorded() < 300; i++) await sleep(100)
+  for (let i = 0; i < 300 && await recorded() < 300; i++) await sleep(100)
   after.stop = true
   await selling
   await assertAcknowledgedAreCommitted(config, after)

@@ -166,7 +166,7 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
   const everyItem = Array.from({ length: ITEMS }, (_, i) => i + 1)
   let unsold = everyItem
   const recovery = new AbortController()
-  const recoveryEnds = Date.now() + 20_000
+  const recoveryEnds = Date.now() + 40_000
   const closers = Promise.all(Array.from({ length: 10 }, async (_, w) => {
     for (let i = 0; i < 20_000 && !recovery.signal.aborted && Date.now() < recoveryEnds; i++) {
       const item = unsold[random(unsold.length)]

@@ -213,6 +213,10 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
        ON a.code = p.code AND a.outcome = 'accepted' AND a.item_id = p.item_id AND a.user_id = p.user_id
      WHERE a.id IS NULL`)
   assert.equal(stray?.n, 0, 'every purchase redeems an accepted checkout of its own item and user')
+  const [unfenced] = await query<{ n: number }>(config,
+    `SELECT count(*)::int AS n FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code
+     WHERE (p.id IS NOT NULL) <> (a.settled IS NOT DISTINCT FROM 'purchased')`)
+  assert.equal(unfenced?.n, 0, "a code is settled 'purchased' exactly when it has its purchase")
 
   // After the faults the sale still sells out exactly, and Redis agrees with the record.
   assert.equal(await recorded(), ITEMS, 'every item eventually sold, once')

@@ -56,14 +56,17 @@ const REBUILD_WAIT_MS = 5000
 const REBUILD_POLL_MS = 25
 
 /**
- * True when Postgres answered the statement with an error, so it rolled back for sure; false
- * for a client-side timeout or a lost connection (class 08, or 57P01-57P03: the server going
- * away), after which it may have committed.
+ * True when a failed write certainly did not commit: Postgres answered it with an error (it rolled
+ * back), or no connection could be had (it was never sent). False for a client-side timeout or a
+ * connection lost mid-statement (class 08, 57P01-57P03: the server going away): it may have committed.
  */
-const rolledBack = (error: unknown): boolean => {
+const neverCommitted = (error: unknown): boolean => {
   const cause = error instanceof ServiceUnavailable ? error.cause : error
-  const sqlState = cause instanceof pg.DatabaseError ? cause.code ?? '' : ''
-  return sqlState !== '' && !sqlState.startsWith('08') && !/^57P0[1-3]$/.test(sqlState)
+  if (cause instanceof pg.DatabaseError) return !(cause.code ?? '08').startsWith('08') && !/^57P0[1-3]$/.test(cause.code ?? '')
+  if (!(cause instanceof Error)) return false
+  // pg-pool's own wording when no connection came in time; ECONNREFUSED and friends from the socket.
+  return cause.message.startsWith('timeout exceeded when trying to connect') ||
+    ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes((cause as NodeJS.ErrnoException).code ?? '')
 }
 
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
@@ -257,17 +260,17 @@ export class SaleService {
   }
 
   /**
-   * A purchase batch failed. An error Postgres answered means the statement rolled back: nothing
-   * was written, and the code holds its item again. A timeout or a lost connection may hide a
+   * A purchase batch failed. An error Postgres answered means the statement rolled back, and one
+   * that never got a connection was never sent: nothing was written, and the code holds its item
+   * again for a retry. A timeout or a connection lost mid-statement may hide a
    * commit, so the code is settled through the fence instead: voided (then given back), or found
    * purchased after all (then it is a success). If Postgres cannot even be asked, the code stays
    * redeemed in Redis and the reconciler settles it once Postgres answers again.
    */
   async #settleFailedPurchase (sale: Sale, code: string, error: unknown): Promise<number> {
-    const { repository } = this.#deps
-    const { inventory, log } = this.#deps
+    const { inventory, repository, log } = this.#deps
     const logged = (err: unknown) => log.error({ err, code }, 'could not put back an unrecorded purchase')
-    if (rolledBack(error)) {
+    if (neverCommitted(error)) {
       // The buyer may retry with the same code.
       await inventory.undoRedeem(sale, code).catch(logged)
       throw error

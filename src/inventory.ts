@@ -121,6 +121,13 @@ export class Inventory {
     return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }
 
+  /** Those of `codes` that Redis holds as redeemed (state P). */
+  async redeemedCodes (sale: Sale, codes: string[]): Promise<string[]> {
+    if (codes.length === 0) return []
+    const records = await this.#redis.hmget(sale.keys[2] as string, ...codes)
+    return codes.filter((_code, i) => records[i]?.startsWith('P|'))
+  }
+
   /** Items Redis counts as sold in this sale (one HGETALL of at most `itemCount` fields). */
   async soldItems (sale: Sale): Promise<number[]> {
     const items = await this.#redis.hgetall(sale.keys[1] as string)

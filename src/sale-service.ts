@@ -334,7 +334,10 @@ export class SaleService {
     }
     this.#unrecorded = unrecorded
     if (suspects.length === 0) return 0
-    const candidates = (await repository.unsettledCodesOfItems(sale.id, suspects)).filter((code) => !this.#purchasing.has(code))
+    // The suspects' redeemed codes (an item's earlier, expired codes stay as they are), minus
+    // those this instance is buying right now.
+    const unsettled = await repository.unsettledCodesOfItems(sale.id, suspects)
+    const candidates = (await inventory.redeemedCodes(sale, unsettled)).filter((code) => !this.#purchasing.has(code))
     if (candidates.length === 0) return 0
     let givenBack = 0
     for (const code of await repository.voidCodes(candidates)) {

@@ -72,9 +72,9 @@ export function loadConfig (overrides: Partial<Config> = {}, env: NodeJS.Process
 }
 
 /** For entry points (server, CLIs): the validated configuration, or a one-line reason and exit 1. */
-export function configOrExit (): Config {
+export function configOrExit (overrides: Partial<Config> = {}): Config {
   try {
-    return loadConfig()
+    return loadConfig(overrides)
   } catch (error) {
     console.error(`Invalid configuration: ${(error as Error).message}`)
     process.exit(1)

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import type { TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import { Redis } from 'ioredis'
 import pg from 'pg'
 import { buildApp } from '../src/app.js'
+import { dropScratch } from '../src/cli/scratch.js'
 import { loadConfig, type Config } from '../src/config.js'
 
 /** A clock tests move by hand: sales roll on the hour without waiting for it. */
@@ -26,28 +26,9 @@ export function isolatedConfig (t: TestContext, overrides: Partial<Config> = {})
     CHECKOUT_TTL_SECONDS: 60,
     ...overrides
   })
-  t.after(() => dropIsolated(config))
-  return config
-}
-
-async function dropIsolated (config: Config): Promise<void> {
   // A test may have stopped its own dedicated Postgres or Redis: then there is nothing to clean.
-  const client = new pg.Client({ connectionString: config.DATABASE_URL })
-  try {
-    await client.connect()
-    await client.query(`DROP SCHEMA IF EXISTS ${config.DATABASE_SCHEMA} CASCADE`)
-  } catch { /* unreachable */ } finally {
-    await client.end().catch(() => {})
-  }
-  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-  redis.on('error', () => {})
-  try {
-    await redis.connect()
-    const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}*`)
-    if (keys.length > 0) await redis.del(...keys)
-  } catch { /* nothing reachable to clean */ } finally {
-    redis.disconnect()
-  }
+  t.after(() => dropScratch(config).catch(() => {}))
+  return config
 }
 
 /** Builds the real app (real Postgres, real Redis) and closes it when the test ends. */

@@ -8,10 +8,9 @@
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { Redis } from 'ioredis'
-import pg from 'pg'
 import { buildApp } from '../app.js'
-import { loadConfig, type Config } from '../config.js'
+import { configOrExit, type Config } from '../config.js'
+import { dropScratch } from './scratch.js'
 
 export const OPENAPI_FILE = fileURLToPath(new URL('../../openapi.json', import.meta.url))
 
@@ -40,36 +39,11 @@ export async function generateOpenApi (config: Config): Promise<string> {
 /** A configuration like the service's, in its own schema and key prefix (see `dropScratch`). */
 function scratchConfig (): Config {
   const id = `openapi_${randomBytes(5).toString('hex')}`
-  return loadConfig({ LOG_LEVEL: 'warn', DATABASE_SCHEMA: id, REDIS_KEY_PREFIX: `${id}:`, SALE_ITEMS: 1 })
-}
-
-async function dropScratch (config: Config): Promise<void> {
-  const client = new pg.Client({ connectionString: config.DATABASE_URL })
-  try {
-    await client.connect()
-    await client.query(`DROP SCHEMA IF EXISTS ${config.DATABASE_SCHEMA} CASCADE`)
-  } finally {
-    await client.end()
-  }
-  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
-  try {
-    await redis.connect()
-    for await (const keys of redis.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 }) as AsyncIterable<string[]>) {
-      if (keys.length > 0) await redis.del(...keys)
-    }
-  } finally {
-    redis.disconnect()
-  }
+  return configOrExit({ LOG_LEVEL: 'warn', DATABASE_SCHEMA: id, REDIS_KEY_PREFIX: `${id}:`, SALE_ITEMS: 1 })
 }
 
 async function main (): Promise<void> {
-  let config: Config
-  try {
-    config = scratchConfig()
-  } catch (error) {
-    console.error(`Invalid configuration: ${(error as Error).message}`)
-    process.exit(1)
-  }
+  const config = scratchConfig()
   try {
     const text = await generateOpenApi(config)
     await writeFile(OPENAPI_FILE, text)

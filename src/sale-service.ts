@@ -239,14 +239,12 @@ export class SaleService {
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
     const item = sale.catalog[result.itemId] as CatalogItem
-    const purchased = (purchaseId: number): Purchase =>
-      ({ purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought })
     this.#purchasing.add(code)
     try {
       const purchaseId = await this.#deps.purchaseLog.push({
         saleId: sale.id, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
       }).catch((error: unknown) => this.#settleFailedPurchase(sale, code, error))
-      if (purchaseId !== null) return purchased(purchaseId)
+      if (purchaseId !== null) return { purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought }
       // The fence refused it. Either the code was voided first (its purchase taken for
       // abandoned): its item goes back on sale. Or (only after a commit the service had given up
       // on) the item has another purchase: Redis keeps counting it sold, as Postgres does.

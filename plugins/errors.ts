@@ -35,6 +35,7 @@ export const FRAMEWORK_ERRORS: Record<string, string> = {
  */
 export function sendError (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   if (error instanceof SaleRefusal) {
+    if (error.retryAfterSeconds !== undefined) reply.header('retry-after', error.retryAfterSeconds)
     return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
   }
   if (error instanceof ServiceUnavailable) {

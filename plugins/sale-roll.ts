@@ -2,28 +2,31 @@ import fp from 'fastify-plugin'
 import cron from 'node-cron'
 
 /**
- * Rolls the sale at the top of every UTC hour and opens the current hour's sale at start-up,
- * so a server started at 14:37 sells at once. Opening is idempotent (UNIQUE starts_at in
- * Postgres, a seed-once script in Redis), so every instance may run this same cron.
+ * Keeps the sales prepared: at start-up and then every second, the current hour's sale and,
+ * from SALE_PREPARE_SECONDS before it opens, the next hour's are created in Postgres and seeded
+ * in Redis (idempotently, on every instance). The tick only prepares; the sale opens at
+ * XX:00:00.000 by the clock inside the decision scripts. So a tick that comes late or never (a
+ * process frozen across the hour, a GC pause) delays nothing, and a failed preparation (Postgres
+ * down at XX:59) is simply tried again a second later. A request that still finds its hour
+ * unprepared prepares it itself (SaleService.currentSale).
  */
-const RETRY_MS = 5000
-
 export default fp(async (fastify) => {
   const { sales, log } = fastify
-  let retry: NodeJS.Timeout | undefined
-  const roll = async (): Promise<void> => {
-    clearTimeout(retry)
+  let failing = false
+  const tick = async (): Promise<void> => {
     try {
-      await sales.openSale()
+      await sales.prepareAhead()
+      if (failing) log.info('sale preparation recovered')
+      failing = false
     } catch (err) {
-      log.error({ err }, `sale roll failed; retrying in ${RETRY_MS} ms (checkouts answer no_active_sale meanwhile)`)
-      retry = setTimeout(roll, RETRY_MS).unref()
+      // Logged once per outage, not every second.
+      if (!failing) log.error({ err }, 'preparing the sales failed; retrying every second')
+      failing = true
     }
   }
-  await sales.openSale()
-  const task = cron.schedule('0 * * * *', roll, { timezone: 'UTC', noOverlap: true, name: 'sale-roll' })
+  await sales.prepareAhead()
+  const task = cron.schedule('* * * * * *', tick, { timezone: 'UTC', noOverlap: true, name: 'sale-prepare' })
   fastify.addHook('onClose', async () => {
-    clearTimeout(retry)
     await task.destroy()
   })
 }, { name: 'sale-roll', dependencies: ['sales'] })

@@ -43,7 +43,8 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
     rules: {
       itemCount: config.SALE_ITEMS,
       userLimit: config.USER_LIMIT,
-      checkoutTtlMs: config.CHECKOUT_TTL_SECONDS * 1000
+      checkoutTtlMs: config.CHECKOUT_TTL_SECONDS * 1000,
+      prepareAheadMs: config.SALE_PREPARE_SECONDS * 1000
     },
     now: opts.now ?? Date.now,
     repository: new SaleRepository(pool),
@@ -56,9 +57,9 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
   fastify.decorate('checkoutLog', checkoutLog)
   fastify.decorate('purchaseLog', purchaseLog)
 
-  // A reconnect may mean a restarted, empty Redis: restore the current sale before it is needed.
+  // A reconnect may mean a restarted, empty Redis: restore the prepared sales before they are needed.
   const onRedisReady = () => {
-    sales.restoreCurrentSale().catch((err: unknown) => log.warn({ err }, 'restoring the sale after a Redis reconnect failed'))
+    sales.restorePreparedSales().catch((err: unknown) => log.warn({ err }, 'restoring the sales after a Redis reconnect failed'))
   }
   fastify.redis.on('ready', onRedisReady)
 

@@ -60,14 +60,14 @@
     const sale = snapshot.sale
     if (sale === null) {
       $('eyebrow').textContent = 'Current sale'
-      $('title').textContent = snapshot.status === 'unavailable' ? 'Sale data unavailable' : 'No sale open'
-      $('window').textContent = snapshot.status === 'unavailable' ? 'Redis or Postgres is not answering; retrying.' : 'The next sale opens at the top of the hour.'
+      $('title').textContent = 'Sale data unavailable'
+      $('window').textContent = 'Redis or Postgres is not answering; retrying.'
       for (const id of ['sold', 'held', 'left']) $(id).textContent = '–'
       for (const id of ['sold-pct', 'left-pct']) $(id).innerHTML = '&nbsp;'
       $('bar-sold').style.width = '0'
       $('bar-held').style.width = '0'
       $('scale-max').innerHTML = '&nbsp;'
-      setConnection(snapshot.status === 'unavailable' ? 'unavailable' : 'live', snapshot.status === 'unavailable' ? 'Data unavailable' : 'Live')
+      setConnection('unavailable', 'Data unavailable')
       return
     }
 

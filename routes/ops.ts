@@ -3,7 +3,7 @@ import { healthSchema, rootSchema } from '../schemas/ops.js'
 import { withDeadline } from '../src/deadline.js'
 import { packageInfo } from '../src/package-info.js'
 import { isoTime, presentSaleCounts } from '../src/presenters.js'
-import { HOUR_MS, saleWindow } from '../src/sale.js'
+import { saleWindow } from '../src/sale.js'
 
 const PROBE_TIMEOUT_MS = 1000
 
@@ -34,17 +34,25 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', { schema: rootSchema }, async () => {
     const now = fastify.sales.now()
     const summary = await fastify.sales.summary()
+    const nextOpensAt = saleWindow(now).endsAt
+    const next = fastify.sales.preparedNextSale(now)
     return {
       service: packageInfo.name,
       version: packageInfo.version,
       description: `Hourly flash sale: ${config.SALE_ITEMS} items every UTC hour, at most ${config.USER_LIMIT} per user.`,
       now: isoTime(now),
-      sale: summary && {
+      sale: {
         ...presentSaleCounts(summary),
         user_limit: summary.sale.userLimit,
         checkout_ttl_seconds: config.CHECKOUT_TTL_SECONDS
       },
-      next_sale_at: isoTime(saleWindow(now).startsAt + HOUR_MS),
+      next_sale_at: isoTime(nextOpensAt),
+      next_sale: {
+        id: next?.id ?? null,
+        opens_at: isoTime(nextOpensAt),
+        opens_in_seconds: Math.ceil((nextOpensAt - now) / 1000),
+        prepared: next !== null
+      },
       endpoints: {
         'POST /checkout?user_id=U&id=I': 'reserve item I for user U; returns a checkout code',
         'POST /purchase?code=C': 'redeem a checkout code (or JSON body {"checkout_code": C})',

@@ -121,11 +121,7 @@ class SaleFeed {
     let status: SaleSnapshotT['status'] = 'live'
     let sale: SaleSnapshotT['sale'] = null
     try {
-      const summary = await withDeadline(sales.summary(), SUMMARY_DEADLINE_MS)
-      if (summary === null) status = 'no_sale'
-      else {
-        sale = presentSaleCounts(summary)
-      }
+      sale = presentSaleCounts(await withDeadline(sales.summary(), SUMMARY_DEADLINE_MS))
     } catch {
       status = 'unavailable'
     }

@@ -36,14 +36,20 @@ export const ServiceDescription = Type.Object({
   version: Type.String(),
   description: Type.String(),
   now: Timestamp,
-  sale: Type.Union([SaleState, Type.Null()], { description: 'The current sale, or null between a roll failure and its retry' }),
+  sale: SaleState,
   next_sale_at: Timestamp,
+  next_sale: Type.Object({
+    id: Type.Union([Type.Integer(), Type.Null()], { description: 'Its id once prepared (SALE_PREPARE_SECONDS before it opens), else null' }),
+    opens_at: Timestamp,
+    opens_in_seconds: Type.Integer({ description: 'Countdown to `opens_at`, rounded up' }),
+    prepared: Type.Boolean({ description: 'Created in Postgres and seeded in Redis: it opens on the clock, whatever happens to timers' })
+  }),
   endpoints: Type.Record(Type.String(), Type.String())
 }, { title: 'ServiceDescription', description: 'The service and its current sale.' })
 
 export const rootSchema = {
   summary: 'Describe the service and the current sale',
-  description: 'Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and when the next sale opens.',
+  description: 'Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and the next sale: when it opens and whether it is prepared.',
   tags: ['ops'],
   response: { 200: ServiceDescription, 500: InternalError, 503: UnavailableError }
 }

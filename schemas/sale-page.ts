@@ -3,8 +3,8 @@ import { SaleCounts, Timestamp } from './common.js'
 
 /** One message of GET /sale/events (the `data:` of each Server-Sent Event, as JSON). */
 export const SaleSnapshot = Type.Object({
-  status: Type.Union([Type.Literal('live'), Type.Literal('no_sale'), Type.Literal('unavailable')], {
-    description: '`live`: counts below are current; `no_sale`: none open this instant; `unavailable`: Redis or Postgres did not answer'
+  status: Type.Union([Type.Literal('live'), Type.Literal('unavailable')], {
+    description: '`live`: counts below are current; `unavailable`: Redis or Postgres did not answer (then `sale` is null)'
   }),
   now: Timestamp,
   sale: Type.Union([SaleCounts, Type.Null()]),

@@ -13,7 +13,7 @@ export interface paths {
         };
         /**
          * Describe the service and the current sale
-         * @description Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and when the next sale opens.
+         * @description Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and the next sale: when it opens and whether it is prepared.
          */
         get: {
             parameters: {
@@ -35,6 +35,19 @@ export interface paths {
                             endpoints: {
                                 [key: string]: string;
                             };
+                            next_sale: {
+                                /** @description Its id once prepared (SALE_PREPARE_SECONDS before it opens), else null */
+                                id: number | null;
+                                /**
+                                 * Format: date-time
+                                 * @example 2026-11-25T14:59:59.000Z
+                                 */
+                                opens_at: string;
+                                /** @description Countdown to `opens_at`, rounded up */
+                                opens_in_seconds: number;
+                                /** @description Created in Postgres and seeded in Redis: it opens on the clock, whatever happens to timers */
+                                prepared: boolean;
+                            };
                             /**
                              * Format: date-time
                              * @example 2026-11-25T14:59:59.000Z
@@ -45,7 +58,6 @@ export interface paths {
                              * @example 2026-11-25T14:59:59.000Z
                              */
                             now: string;
-                            /** @description The current sale, or null between a roll failure and its retry */
                             sale: {
                                 checkout_ttl_seconds: number;
                                 /**
@@ -67,7 +79,7 @@ export interface paths {
                                 opens_at: string;
                                 sold: number;
                                 user_limit: number;
-                            } | null;
+                            };
                             service: string;
                             version: string;
                         };

@@ -32,6 +32,11 @@ export const ConfigSchema = Type.Object({
   SALE_ITEMS: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
   USER_LIMIT: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
   CHECKOUT_TTL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 600 }),
+  /**
+   * How long before XX:00 the next sale is created in Postgres and seeded in Redis. Preparing is
+   * not opening (the clock opens it); the lead only has to outlast a stall or an outage at XX:59.
+   */
+  SALE_PREPARE_SECONDS: Type.Integer({ minimum: 1, maximum: 3000, default: 300 }),
   /** How often expired reservations are swept back into stock. */
   RELEASE_INTERVAL_MS: Type.Integer({ minimum: 50, default: 1000 }),
 

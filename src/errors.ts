@@ -23,13 +23,16 @@ export type RefusalCode = keyof typeof REFUSALS
  */
 export class SaleRefusal extends Error {
   readonly code: RefusalCode
+  /** Set when waiting helps (a sale not open yet): sent as Retry-After. */
+  readonly retryAfterSeconds: number | undefined
 
-  constructor (code: RefusalCode) {
+  constructor (code: RefusalCode, details: { message?: string, retryAfterSeconds?: number } = {}) {
     const stackTraceLimit = Error.stackTraceLimit
     Error.stackTraceLimit = 0
-    super(REFUSALS[code])
+    super(details.message ?? REFUSALS[code])
     Error.stackTraceLimit = stackTraceLimit
     this.code = code
+    this.retryAfterSeconds = details.retryAfterSeconds
     this.name = 'SaleRefusal'
   }
 }
@@ -40,6 +43,7 @@ export const UNAVAILABLE = {
   write_failed: 'The database did not commit this request; retry shortly.',
   write_queue_full: 'The database is falling behind; retry shortly.',
   sale_restoring: 'The sale state is being restored; retry shortly.',
+  sale_unprepared: 'This hour\'s sale could not be prepared yet (a dependency is unavailable); retry shortly.',
   shutting_down: 'The service is shutting down; retry shortly.'
 } as const
 

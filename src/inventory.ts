@@ -16,7 +16,7 @@ const SWEEP_ON_CHECKOUT = 20
 const SWEEP_BATCH = 1000
 
 export type ReserveStatus =
-  | 'ok' | 'no_sale' | 'no_active_sale' | 'unknown_item' | 'sold_out'
+  | 'ok' | 'no_sale' | 'not_open' | 'no_active_sale' | 'unknown_item' | 'sold_out'
   | 'item_sold' | 'item_reserved' | 'user_limit_reached'
 
 export type RedeemResult =
@@ -86,11 +86,11 @@ export class Inventory {
 
   /** Takes the sale's rebuild lock (SET NX PX); returns false when another instance holds it. */
   async lockRebuild (sale: Sale): Promise<boolean> {
-    return await this.#redis.set(`{sale:${sale.id}}:rebuild`, String(process.pid), 'PX', REBUILD_LOCK_MS, 'NX') === 'OK'
+    return await this.#redis.set(`${sale.tag}:rebuild`, String(process.pid), 'PX', REBUILD_LOCK_MS, 'NX') === 'OK'
   }
 
   async unlockRebuild (sale: Sale): Promise<void> {
-    await this.#redis.del(`{sale:${sale.id}}:rebuild`)
+    await this.#redis.del(`${sale.tag}:rebuild`)
   }
 
   /**
@@ -106,7 +106,7 @@ export class Inventory {
       await this.#scripts.restoreCodes(...sale.keys, now, keyExpiry, ...args)
     }
     const sold = accepted.reduce((n, c) => c.purchased ? n + 1 : n, 0)
-    await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.endsAt, keyExpiry, sold)
+    await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.startsAt, sale.endsAt, keyExpiry, sold)
   }
 
   reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number): Promise<ReserveStatus> {

@@ -1,8 +1,8 @@
 import type { Pool } from 'pg'
 import type { AcceptedCheckout } from './inventory.js'
-import { saleKeys, type CatalogItem, type Sale } from './sale.js'
+import { saleKeys, saleTag, type CatalogItem, type Sale } from './sale.js'
 
-interface SaleRow { id: string, starts_at: Date, ends_at: Date, item_count: number, user_limit: number }
+interface SaleRow { id: string, token: string, starts_at: Date, ends_at: Date, item_count: number, user_limit: number }
 
 /** What Postgres, the system of record, says about one sale (the operator's `npm run sale:status`). */
 export interface SaleReport {
@@ -22,21 +22,29 @@ export interface SaleReport {
 
 /**
  * Sales and their catalogs in Postgres, the system of record.
- * Opening a sale is idempotent: UNIQUE(starts_at) plus ON CONFLICT DO NOTHING means any
- * number of instances can roll the same hour and exactly one catalog is written.
+ * Preparing a sale is idempotent: any number of instances can prepare the same hour and
+ * exactly one sale row and one catalog are written (UNIQUE(starts_at) backs the lock).
  */
 export class SaleRepository {
   constructor (private readonly pool: Pool) {}
 
-  /** Creates the sale that starts at `startsAt` (with its catalog) unless it exists; returns it. */
-  async openSale (startsAt: number, endsAt: number, itemCount: number, userLimit: number): Promise<Sale> {
+  /**
+   * The sale that starts at `startsAt`, created with its catalog unless it exists. Creation runs
+   * under a transaction-level advisory lock (one per schema), so instances preparing the same hour
+   * concurrently write one row and one catalog, and the new id is max(id) + 1: ids count sales.
+   */
+  async prepareSale (startsAt: number, endsAt: number, itemCount: number, userLimit: number): Promise<Sale> {
+    const existing = await this.findSale(startsAt)
+    if (existing !== null) return existing
     const client = await this.pool.connect()
     try {
       await client.query('BEGIN')
+      await client.query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.sales'))")
       const inserted = await client.query<{ id: string }>(
-        `INSERT INTO sales (starts_at, ends_at, item_count, user_limit)
-         VALUES (to_timestamp($1::float8 / 1000), to_timestamp($2::float8 / 1000), $3, $4)
-         ON CONFLICT (starts_at) DO NOTHING RETURNING id`,
+        `INSERT INTO sales (id, starts_at, ends_at, item_count, user_limit)
+         SELECT coalesce(max(id), 0) + 1, to_timestamp($1::float8 / 1000), to_timestamp($2::float8 / 1000), $3, $4 FROM sales
+         HAVING NOT EXISTS (SELECT 1 FROM sales WHERE starts_at = to_timestamp($1::float8 / 1000))
+         RETURNING id`,
         [startsAt, endsAt, itemCount, userLimit])
       const created = inserted.rows[0]
       if (created) {
@@ -58,14 +66,14 @@ export class SaleRepository {
       client.release()
     }
     const sale = await this.findSale(startsAt)
-    if (!sale) throw new Error(`sale starting at ${new Date(startsAt).toISOString()} vanished after opening`)
+    if (!sale) throw new Error(`sale starting at ${new Date(startsAt).toISOString()} vanished after it was prepared`)
     return sale
   }
 
-  /** The sale that starts at `startsAt`, with its catalog, or null if it was never opened. */
+  /** The sale that starts at `startsAt`, with its catalog, or null if it was never prepared. */
   async findSale (startsAt: number): Promise<Sale | null> {
     const { rows: [row] } = await this.pool.query<SaleRow>(
-      'SELECT id, starts_at, ends_at, item_count, user_limit FROM sales WHERE starts_at = to_timestamp($1::float8 / 1000)',
+      'SELECT id, token, starts_at, ends_at, item_count, user_limit FROM sales WHERE starts_at = to_timestamp($1::float8 / 1000)',
       [startsAt])
     if (!row) return null
     const { rows: items } = await this.pool.query<{ id: number, name: string, description: string, price_cents: number }>(
@@ -75,13 +83,15 @@ export class SaleRepository {
       catalog[item.id] = { id: item.id, name: item.name, description: item.description, priceCents: item.price_cents }
     }
     const id = Number(row.id)
+    const tag = saleTag(id, row.token)
     return {
       id,
       startsAt: row.starts_at.getTime(),
       endsAt: row.ends_at.getTime(),
       itemCount: row.item_count,
       userLimit: row.user_limit,
-      keys: saleKeys(id),
+      tag,
+      keys: saleKeys(tag),
       catalog
     }
   }

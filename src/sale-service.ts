@@ -5,13 +5,15 @@ import type { BatchWriter } from './batch-writer.js'
 import { SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
 import type { Inventory, SaleCounts } from './inventory.js'
 import type { CheckoutAttempt, PurchaseRecord } from './records.js'
-import { saleWindow, type CatalogItem, type Sale } from './sale.js'
+import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
 import type { SaleRepository } from './sale-repository.js'
 
 export interface SaleRules {
   itemCount: number
   userLimit: number
   checkoutTtlMs: number
+  /** How long before its opening the next hour's sale is prepared. */
+  prepareAheadMs: number
 }
 
 export interface Reservation {
@@ -75,6 +77,13 @@ const toUnavailable = (error: unknown): never => {
   throw new ServiceUnavailable('dependency_failed', { cause: error })
 }
 
+/** A checkout before its sale's start: when it opens, and a Retry-After to then. */
+const notOpenYet = (sale: Sale, now: number): SaleRefusal =>
+  new SaleRefusal('no_active_sale', {
+    message: `Sale ${sale.id} opens at ${new Date(sale.startsAt).toISOString()}.`,
+    retryAfterSeconds: Math.max(1, Math.ceil((sale.startsAt - now) / 1000))
+  })
+
 const CODE_BYTES = 16
 const CODES_PER_REFILL = 1024
 let codePool = Buffer.alloc(0)
@@ -100,8 +109,9 @@ export function newCheckoutCode (): string {
  */
 export class SaleService {
   readonly #deps: SaleServiceDeps
-  #current: Sale | null = null
-  #loading: Promise<Sale | null> | null = null
+  /** Prepared sales by start time: the current hour's and, from SALE_PREPARE_SECONDS before it opens, the next. */
+  readonly #prepared = new Map<number, Sale>()
+  readonly #preparing = new Map<number, Promise<Sale>>()
   readonly #restoring = new Map<number, Promise<void>>()
   /** Codes this instance redeemed in Redis whose purchase row is not committed (or failed) yet. */
   readonly #purchasing = new Set<string>()
@@ -118,19 +128,56 @@ export class SaleService {
   }
 
   /**
-   * Opens the sale of the hour containing `now`: creates it in Postgres and seeds Redis,
-   * both idempotently. The cron plugin calls this at XX:00 and at start-up.
+   * Prepares the sale that starts at `startsAt`: creates it in Postgres (with its catalog) and
+   * seeds Redis, both idempotently, on any number of instances. Preparing is not opening: the
+   * decision scripts accept checkouts only from the sale's start, by the clock. Concurrent
+   * callers here share one preparation.
    */
-  async openSale (now = this.now()): Promise<Sale> {
+  prepareSale (startsAt: number): Promise<Sale> {
+    const cached = this.#prepared.get(startsAt)
+    if (cached !== undefined) return Promise.resolve(cached)
+    let pending = this.#preparing.get(startsAt)
+    if (pending === undefined) {
+      pending = this.#prepare(startsAt)
+        .catch((error: unknown) => { throw error instanceof ServiceUnavailable ? error : new ServiceUnavailable('sale_unprepared', { cause: error }) })
+        .finally(() => this.#preparing.delete(startsAt))
+      this.#preparing.set(startsAt, pending)
+    }
+    return pending
+  }
+
+  async #prepare (startsAt: number): Promise<Sale> {
     const { rules, repository, inventory, log } = this.#deps
-    const { startsAt, endsAt } = saleWindow(now)
-    const sale = await repository.openSale(startsAt, endsAt, rules.itemCount, rules.userLimit)
+    const sale = await repository.prepareSale(startsAt, startsAt + HOUR_MS, rules.itemCount, rules.userLimit)
     if (!await inventory.isLive(sale)) {
       await this.restoreHotState(sale)
-      log.info({ saleId: sale.id, startsAt: new Date(startsAt) }, 'sale opened')
+      log.info({ saleId: sale.id, opensAt: new Date(startsAt) }, 'sale prepared')
     }
-    this.#current = sale
+    // Only the current and the next sale stay in memory.
+    const currentStart = saleWindow(this.now()).startsAt
+    for (const start of this.#prepared.keys()) if (start < currentStart) this.#prepared.delete(start)
+    this.#prepared.set(startsAt, sale)
     return sale
+  }
+
+  /**
+   * What the roll's tick calls (and start-up): the current hour's sale, and the next hour's once
+   * `now` is within SALE_PREPARE_SECONDS of its opening. Cheap when both are prepared already.
+   */
+  async prepareAhead (now = this.now()): Promise<void> {
+    const { startsAt, endsAt } = saleWindow(now)
+    await this.prepareSale(startsAt)
+    if (endsAt - now <= this.#deps.rules.prepareAheadMs) await this.prepareSale(endsAt)
+  }
+
+  /** The next hour's sale once this instance has prepared it (SALE_PREPARE_SECONDS before it opens), else null. */
+  preparedNextSale (now = this.now()): Sale | null {
+    return this.#prepared.get(saleWindow(now).endsAt) ?? null
+  }
+
+  /** The prepared sale open at `now`, if this instance holds it in memory; never touches Postgres. */
+  #preparedAt (now: number): Sale | null {
+    return this.#prepared.get(saleWindow(now).startsAt) ?? null
   }
 
   /**
@@ -148,9 +195,9 @@ export class SaleService {
     return pending
   }
 
-  /** Called when Redis reconnects: whatever it lost of the current sale comes back now. */
-  async restoreCurrentSale (): Promise<void> {
-    if (this.#current !== null) await this.restoreHotState(this.#current)
+  /** Called when Redis reconnects: whatever it lost of the prepared sales comes back now. */
+  async restorePreparedSales (): Promise<void> {
+    await Promise.all([...this.#prepared.values()].map((sale) => this.restoreHotState(sale)))
   }
 
   async #restore (sale: Sale): Promise<void> {
@@ -174,31 +221,18 @@ export class SaleService {
   }
 
   /**
-   * The sale open at `now`, or null. Never creates a sale (that is the roll's job, so a
-   * stampede at XX:00 cannot pile catalog writes onto the request path); it only picks up a
-   * sale another instance or the cron already opened.
+   * The sale open at `now`. Normally prepared ahead and answered from memory; if the roll could
+   * not prepare it in time (a frozen process, Postgres down at XX:59), the first request of the
+   * hour prepares it, and the others wait for that one preparation.
    */
-  async currentSale (now: number): Promise<Sale | null> {
-    const cached = this.#current
-    if (cached !== null && now >= cached.startsAt && now < cached.endsAt) return cached
-    this.#loading ??= this.#loadSale(now).finally(() => { this.#loading = null })
-    const sale = await this.#loading
-    return sale !== null && now >= sale.startsAt && now < sale.endsAt ? sale : null
-  }
-
-  async #loadSale (now: number): Promise<Sale | null> {
-    const sale = await this.#deps.repository.findSale(saleWindow(now).startsAt)
-    if (sale === null) return null
-    await this.restoreHotState(sale)
-    this.#current = sale
-    return sale
+  currentSale (now: number): Promise<Sale> {
+    return this.prepareSale(saleWindow(now).startsAt)
   }
 
   async checkout (userId: string, itemId: number): Promise<Reservation> {
     const { inventory, rules } = this.#deps
     const now = this.now()
     const sale = await this.#orUnavailable(this.currentSale(now), { saleId: null, userId, itemId, attemptedAt: now })
-    if (sale === null) return this.#refuseCheckout('no_active_sale', { saleId: null, userId, itemId, attemptedAt: now })
 
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
@@ -209,6 +243,7 @@ export class SaleService {
       await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
       throw new ServiceUnavailable('sale_restoring')
     }
+    if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), { saleId: sale.id, userId, itemId, attemptedAt: now })
     if (status !== 'ok') return this.#refuseCheckout(status, { saleId: sale.id, userId, itemId, attemptedAt: now })
 
     try {
@@ -224,7 +259,7 @@ export class SaleService {
   /** Records a checkout request that failed validation, then lets the caller refuse it. */
   async recordInvalidCheckout (userId: string | null, itemId: number | null): Promise<void> {
     const now = this.now()
-    const sale = this.#current !== null && now < this.#current.endsAt && now >= this.#current.startsAt ? this.#current : null
+    const sale = this.#preparedAt(now)
     await this.#record({ saleId: sale?.id ?? null, userId, itemId, outcome: 'invalid_request', code: null, expiresAt: null, attemptedAt: now })
   }
 
@@ -232,7 +267,6 @@ export class SaleService {
     const { inventory, repository } = this.#deps
     const now = this.now()
     const sale = await this.currentSale(now).catch(toUnavailable)
-    if (sale === null) throw new SaleRefusal(await this.#unknownCodeRefusal(code, null))
     const result = await this.#decide(sale, () => inventory.redeemCode(sale, code, now), (r) => r.status === 'no_sale').catch(toUnavailable)
     if (result.status === 'no_sale') throw new ServiceUnavailable('sale_restoring')
     if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
@@ -302,9 +336,8 @@ export class SaleService {
    */
   async reconcilePurchases (settleMs: number): Promise<number> {
     const { inventory, repository, log } = this.#deps
-    const sale = this.#current
-    const saleNow = this.now()
-    if (sale === null || saleNow < sale.startsAt || saleNow >= sale.endsAt) {
+    const sale = this.#preparedAt(this.now())
+    if (sale === null) {
       this.#unrecorded.clear()
       return 0
     }
@@ -345,10 +378,9 @@ export class SaleService {
     return givenBack
   }
 
-  /** Sold / held / left of the current sale, or null when no sale is open. */
-  async summary (): Promise<SaleSummary | null> {
+  /** Sold / held / left of the current sale. */
+  async summary (): Promise<SaleSummary> {
     const sale = await this.currentSale(this.now()).catch(toUnavailable)
-    if (sale === null) return null
     const counts = await this.#decide(sale, () => this.#deps.inventory.counts(sale), (c) => c.items === 0).catch(toUnavailable)
     return { sale, ...counts, left: counts.items - counts.sold - counts.held }
   }
@@ -356,9 +388,8 @@ export class SaleService {
   /** Returns expired reservations of the current sale to stock; run periodically. */
   async releaseExpired (): Promise<number> {
     const now = this.now()
-    const sale = this.#current
-    if (sale === null || now < sale.startsAt || now >= sale.endsAt) return 0
-    return this.#deps.inventory.releaseExpired(sale, now)
+    const sale = this.#preparedAt(now)
+    return sale === null ? 0 : this.#deps.inventory.releaseExpired(sale, now)
   }
 
   /** Runs one Redis decision; if Redis lost the sale, restores it from Postgres and decides again. */
@@ -370,14 +401,15 @@ export class SaleService {
   }
 
   /** A code unknown to the current sale: one issued in an earlier hour gets "sale over". */
-  async #unknownCodeRefusal (code: string, currentSaleId: number | null): Promise<RefusalCode> {
+  async #unknownCodeRefusal (code: string, currentSaleId: number): Promise<RefusalCode> {
     const codeSale = await this.#deps.repository.saleOfCode(code).catch(toUnavailable)
     return codeSale !== null && codeSale !== currentSaleId ? 'sale_over' : 'unknown_code'
   }
 
-  async #refuseCheckout (outcome: RefusalCode, attempt: Omit<CheckoutAttempt, 'outcome' | 'code' | 'expiresAt'>): Promise<never> {
-    await this.#record({ ...attempt, outcome, code: null, expiresAt: null })
-    throw new SaleRefusal(outcome)
+  async #refuseCheckout (refusal: RefusalCode | SaleRefusal, attempt: Omit<CheckoutAttempt, 'outcome' | 'code' | 'expiresAt'>): Promise<never> {
+    const error = refusal instanceof SaleRefusal ? refusal : new SaleRefusal(refusal)
+    await this.#record({ ...attempt, outcome: error.code, code: null, expiresAt: null })
+    throw error
   }
 
   #record (attempt: CheckoutAttempt): Promise<void> {

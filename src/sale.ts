@@ -5,6 +5,8 @@ export interface Sale {
   endsAt: number
   itemCount: number
   userLimit: number
+  /** Redis hash tag `{sale:<id>:<token>}`: the random token ties Redis state to this Postgres row. */
+  tag: string
   /** The six Redis keys of this sale, in the order every Lua script expects (see src/lua/lib/release.lua). */
   keys: readonly string[]
   /** Catalog indexed by item id; index 0 is unused. */
@@ -27,8 +29,10 @@ export function saleWindow (now: number): { startsAt: number, endsAt: number } {
   return { startsAt, endsAt: startsAt + HOUR_MS }
 }
 
-/** Key names for one sale; the hash tag keeps them on one Redis Cluster slot. */
-export function saleKeys (saleId: number): string[] {
-  const tag = `{sale:${saleId}}`
+/** The Redis hash tag of a sale: keeps its keys on one Redis Cluster slot and apart from any other database's sale of the same id. */
+export const saleTag = (saleId: number, token: string): string => `{sale:${saleId}:${token}}`
+
+/** Key names for one sale, all under its hash tag. */
+export function saleKeys (tag: string): string[] {
   return ['meta', 'items', 'codes', 'users', 'bought', 'expiry'].map((name) => `${tag}:${name}`)
 }

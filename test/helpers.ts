@@ -8,8 +8,9 @@ import { loadConfig, type Config } from '../src/config.js'
 
 /** A clock tests move by hand: sales roll on the hour without waiting for it. */
 export class TestClock {
-  constructor (public ms: number) {}
-  readonly now = (): number => this.ms
+  /** `run`, when given, replaces the hand-set time (e.g. a clock running at its own pace). */
+  constructor (public ms: number, private readonly run?: () => number) {}
+  readonly now = (): number => this.run?.() ?? this.ms
   advance (ms: number): void { this.ms += ms }
   set (iso: string): void { this.ms = Date.parse(iso) }
 }

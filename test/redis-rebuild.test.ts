@@ -108,3 +108,20 @@ test('Redis killed and restarted empty: fast 503s meanwhile, then recovery witho
   const outcomes = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'carol' ORDER BY id")
   assert.deepEqual(outcomes.map((o) => o.outcome), ['service_unavailable', 'accepted'], 'the failed attempt was recorded too')
 })
+
+test('a recreated database never inherits the Redis state its old sale left under the same key prefix', async (t) => {
+  const config = isolatedConfig(t, { SALE_ITEMS: 10, USER_LIMIT: 3 })
+  const clock = new TestClock(Date.parse('2031-03-04T13:10:00.000Z'))
+  const before = await buildTestApp(t, config, clock)
+  for (const id of [1, 2, 3]) assert.equal((await checkout(before, `user_id=dora&id=${id}`)).statusCode, 200)
+  assert.equal((await checkout(before, 'user_id=dora&id=4')).json().error, 'user_limit_reached')
+  await sql(before, `DROP SCHEMA ${config.DATABASE_SCHEMA} CASCADE`) // restored from an empty backup, say
+  await before.close()
+
+  // The same schema, prefix and hour: a new sale 1 whose Redis state must be its own.
+  const after = await buildTestApp(t, config, clock)
+  const res = await checkout(after, 'user_id=dora&id=1')
+  assert.equal(res.statusCode, 200, `dora has no rows in the new database: ${res.body}`)
+  assert.equal(res.json().sale_id, 1)
+  assert.deepEqual(await saleState(after), { sold: 0, held: 1, left: 9 })
+})

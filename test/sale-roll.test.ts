@@ -2,16 +2,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
-test('instances starting together open one sale, seeded once, with a deterministic catalog', async (t) => {
+test('instances preparing together write one sale, seeded once, with a deterministic catalog', async (t) => {
   const config = isolatedConfig(t, { SALE_ITEMS: 50 })
   const clock = new TestClock(Date.parse('2031-03-04T13:37:00.000Z'))
   const first = await buildTestApp(t, config, clock)
-  // A purchase before the other instances roll: their roll must not reset the sold counter.
+  // A purchase before the other instances prepare: their preparation must not reset the sold counter.
   const { code } = (await checkout(first, 'user_id=a&id=1')).json()
   assert.equal((await purchase(first, code)).statusCode, 200)
 
   const others = await Promise.all([1, 2, 3].map(() => buildTestApp(t, config, clock)))
-  await Promise.all([first, ...others].map((app) => app.sales.openSale()))
+  await Promise.all([first, ...others].map((app) => app.sales.prepareSale(Date.parse('2031-03-04T13:00:00.000Z'))))
 
   const sales = await sql<{ id: string, starts_at: Date, item_count: number }>(first, 'SELECT id, starts_at, item_count FROM sales')
   assert.equal(sales.length, 1)
@@ -33,7 +33,7 @@ test('each hour gets its own sale and prices', async (t) => {
   const clock = new TestClock(Date.parse('2031-03-04T13:37:00.000Z'))
   const app = await buildTestApp(t, isolatedConfig(t), clock)
   clock.set('2031-03-04T14:00:00.000Z')
-  await app.sales.openSale()
+  await app.sales.prepareAhead()
   const rows = await sql<{ sale_id: string, prices: number[] }>(app,
     'SELECT sale_id, array_agg(price_cents ORDER BY id) AS prices FROM items GROUP BY sale_id ORDER BY sale_id')
   assert.equal(rows.length, 2)

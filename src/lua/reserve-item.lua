@@ -4,16 +4,20 @@
 -- ARGV[5] reservation expiry (ms), ARGV[6] max expired reservations to sweep first,
 -- ARGV[7] key expiry (ms, absolute)
 -- Returns one status string: 'ok' | 'no_sale' (meta missing: not seeded or Redis lost it)
---   | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
+--   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
 --   | 'user_limit_reached'
 -- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
--- never exceed the limit. Expired holds are swept first so returned stock sells again.
-local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold')
+-- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
+-- the clock decides here (a sale is seeded before it opens). Expired holds are swept first so
+-- returned stock sells again.
+local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold', 'starts')
 if not meta[1] then
   return 'no_sale'
 end
 local now = tonumber(ARGV[4])
-if now >= tonumber(meta[3]) then
+if now < tonumber(meta[5]) then
+  return 'not_open'
+elseif now >= tonumber(meta[3]) then
   return 'no_active_sale'
 end
 local item_count = tonumber(meta[1])

@@ -19,8 +19,9 @@ const USER_ID = /^[A-Za-z0-9._:@-]{1,64}$/
  * globally; POST /checkout opts in with `onRequest: fastify.checkoutRateLimit`, which checks the
  * user's bucket and the client IP's bucket concurrently (one pipelined round trip, before the
  * body is read and before any attempt row is written). A limit of 0 is off and costs nothing.
- * If Redis fails, the limiter lets the request through (`skipOnError`): the handler then
- * answers for the outage (503), never the limiter (500).
+ * While Redis is known down (plugins/redis.ts's readiness gate) the limiter is not asked; if a
+ * Redis call fails anyway, it lets the request through (`skipOnError`): the handler then answers
+ * for the outage (503), never the limiter (500).
  */
 export default fp(async (fastify) => {
   const { config } = fastify
@@ -52,6 +53,8 @@ export default fp(async (fastify) => {
     : null
 
   fastify.decorate('checkoutRateLimit', async (request: FastifyRequest) => {
+    // Redis is known down: the handler answers 503 at once; asking the limiter would only wait.
+    if (fastify.redisReadiness.down) return
     const userId = (request.query as Record<string, unknown>).user_id
     const [user, ip] = await Promise.all([
       perUser !== null && typeof userId === 'string' && USER_ID.test(userId) ? perUser(request) : null,

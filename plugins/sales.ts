@@ -51,6 +51,7 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
     inventory: new Inventory(fastify.redis),
     checkoutLog,
     purchaseLog,
+    redisReadiness: fastify.redisReadiness,
     log
   })
   fastify.decorate('sales', sales)

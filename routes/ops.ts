@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { healthSchema, rootSchema } from '../schemas/ops.js'
 import { withDeadline } from '../src/deadline.js'
+import { RedisUnavailableError } from '../src/redis-readiness.js'
 import { packageInfo } from '../src/package-info.js'
 import { isoTime, presentSaleCounts } from '../src/presenters.js'
 import { saleWindow } from '../src/sale.js'
@@ -25,9 +26,14 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', { schema: healthSchema }, async (_request, reply) => {
     const [postgres, redis] = await Promise.all([
       probe(() => fastify.pg.query('SELECT 1')),
-      probe(() => fastify.redis.ping())
+      // Known down: say so at once rather than wait for a PING that cannot be answered.
+      probe(async () => {
+        if (fastify.redisReadiness.down) throw new RedisUnavailableError()
+        return fastify.redis.ping()
+      })
     ])
     const ok = postgres.ok && redis.ok
+    if (!ok) reply.header('retry-after', 1)
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', postgres, redis })
   })
 

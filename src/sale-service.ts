@@ -50,6 +50,8 @@ export interface SaleServiceDeps {
   inventory: Inventory
   checkoutLog: BatchWriter<CheckoutAttempt>
   purchaseLog: BatchWriter<PurchaseRecord, number | null>
+  /** Throws a 503 at once while Redis is known down (src/redis-readiness.ts). */
+  redisReadiness: { assertUp (): void }
   log: Logger
 }
 
@@ -225,7 +227,9 @@ export class SaleService {
    * not prepare it in time (a frozen process, Postgres down at XX:59), the first request of the
    * hour prepares it, and the others wait for that one preparation.
    */
-  currentSale (now: number): Promise<Sale> {
+  async currentSale (now: number): Promise<Sale> {
+    // Every decision needs Redis: while it is known down, fail before asking it anything.
+    this.#deps.redisReadiness.assertUp()
     return this.prepareSale(saleWindow(now).startsAt)
   }
 

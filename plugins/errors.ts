@@ -1,5 +1,8 @@
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { API_SECURITY_HEADERS } from './security.js'
 import { InvalidRequest, RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
 
 /** HTTP status of each business refusal. */
@@ -9,6 +12,7 @@ export const REFUSAL_STATUS: Record<RefusalCode, number> = {
   sold_out: 409,
   item_sold: 409,
   item_reserved: 409,
+  already_reserved_by_you: 409,
   user_limit_reached: 403,
   unknown_code: 404,
   code_expired: 410,
@@ -27,6 +31,46 @@ export const FRAMEWORK_ERRORS: Record<string, string> = {
   // Raised by the router itself (see `frameworkErrors` in src/app.ts), e.g. `/%zz`.
   FST_ERR_BAD_URL: 'invalid_url',
   FST_ERR_MAX_PARAM_LENGTH: 'invalid_url'
+}
+
+/**
+ * Errors of Node's HTTP parser (llhttp `HPE_*` codes) and server timeouts, raised before any
+ * Fastify request exists, as status + stable code + message. Anything else unreadable is a 400
+ * `bad_request` (bad chunked encoding, Transfer-Encoding with Content-Length, a broken request
+ * line, a body cut short).
+ */
+export const PARSER_ERRORS: Record<string, readonly [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request headers are larger than the server accepts.'],
+  HPE_INVALID_CONTENT_LENGTH: [400, 'invalid_content_length', 'Content-Length is not a valid length.'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request was not received in time.'],
+  ERR_HTTP_HEADERS_TIMEOUT: [408, 'request_timeout', 'The request headers were not received in time.']
+}
+const UNREADABLE = [400, 'bad_request', 'The request could not be read as HTTP/1.1.'] as const
+
+/** The raw HTTP response of a parser error: the API's error shape and security headers, then the socket closes. */
+export function clientErrorResponse (code: string | undefined): string {
+  const [status, error, message] = (code !== undefined && PARSER_ERRORS[code]) || UNREADABLE
+  const body = JSON.stringify({ error, message })
+  const headers = API_SECURITY_HEADERS.map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers}content-type: application/json; charset=utf-8\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+}
+
+/**
+ * Fastify's `clientErrorHandler`: Node's HTTP parser refused what a client sent (a bad
+ * Content-Length, broken chunked encoding, a header block over the limit, a body cut short).
+ * No request object exists, so the answer is written on the socket, which then closes.
+ */
+export function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
+  // A reset socket has nobody to answer; a response already under way cannot be replaced.
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+  if (err.code === 'ECONNRESET' || socket.destroyed || inFlight?.headersSent === true) {
+    socket.destroy()
+    return
+  }
+  this.log.debug({ err }, 'unreadable HTTP request')
+  if (socket.writable) socket.end(clientErrorResponse(err.code))
+  else socket.destroy()
 }
 
 /**

@@ -22,7 +22,7 @@ export interface FlushInfo { rows: number, ms: number, error?: unknown }
 
 /** Every outcome a checkout attempt row can have; pre-set to 0 so each series exists from the start. */
 export const CHECKOUT_OUTCOMES = ['accepted', 'no_active_sale', 'unknown_item', 'sold_out', 'item_sold', 'item_reserved',
-  'user_limit_reached', 'invalid_request', 'service_unavailable'] as const satisfies ReadonlyArray<'accepted' | 'invalid_request' | 'service_unavailable' | keyof typeof REFUSALS>
+  'already_reserved_by_you', 'user_limit_reached', 'invalid_request', 'service_unavailable'] as const satisfies ReadonlyArray<'accepted' | 'invalid_request' | 'service_unavailable' | keyof typeof REFUSALS>
 
 /** Why a request was answered 503: the failing dependency when it can be told, else the service's own reason. */
 export type UnavailableCause = 'redis' | 'postgres' | UnavailableReason

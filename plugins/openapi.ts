@@ -36,7 +36,9 @@ Check out an item (POST /checkout) to get a short-lived code, then redeem it (PO
 
 All bodies are JSON. Every error is \`{"error": "<stable_code>", "message": "<human text>"}\`: each error status
 of each operation lists the codes it can carry. Besides those, any path answers 404 \`not_found\` when no route
-matches, and 400 or 414 \`invalid_url\` when the path itself cannot be decoded. 429 and 503 carry \`Retry-After\`.`
+matches, and 400 or 414 \`invalid_url\` when the path itself cannot be decoded. A request Node's HTTP parser cannot read
+gets the same shape before any route is chosen: 400 \`invalid_content_length\` or \`bad_request\`, 408
+\`request_timeout\`, 431 \`headers_too_large\`; then the connection closes. 429 and 503 carry \`Retry-After\`.`
 
 /**
  * OpenAPI 3 document generated from the routes' TypeBox schemas (@fastify/swagger, as `fastify.swagger()`)

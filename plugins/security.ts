@@ -34,11 +34,12 @@ export function securityHeaders (options: Readonly<HelmetOptions> = API_HELMET):
   return [...headers]
 }
 
-const HEADERS = securityHeaders()
+/** The API's security headers (also written by hand where no reply exists: plugins/errors.ts `clientErrorHandler`). */
+export const API_SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = securityHeaders()
 
 /** Sets the security headers on a reply (also used where no hook runs: router errors in src/app.ts). */
 export function setSecurityHeaders (reply: FastifyReply): void {
-  for (const [name, value] of HEADERS) reply.header(name, value)
+  for (const [name, value] of API_SECURITY_HEADERS) reply.header(name, value)
 }
 
 /** Security headers on every response, errors and 404s included (set before anything can fail). */

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
-  BadRequestError, InternalError, Item, ItemId, PayloadTooLargeError, RateLimitedError, Timestamp, UnavailableError,
+  BadRequestError, HeadersTooLargeError, InternalError, Item, ItemId, PayloadTooLargeError, RequestTimeoutError, RateLimitedError, Timestamp, UnavailableError,
   UnsupportedMediaTypeError, errorResponse
 } from './common.js'
 
@@ -30,9 +30,10 @@ export const CheckoutResponse = Type.Object({
 export const CheckoutForbiddenError = errorResponse('The user already holds or has bought `USER_LIMIT` items of this sale.', ['user_limit_reached'])
 export const CheckoutNotFoundError = errorResponse('The item id is outside `1..SALE_ITEMS`.', ['unknown_item'])
 export const CheckoutConflictError = errorResponse(
-  'The item cannot be reserved now: `item_reserved` (another live checkout holds it), `item_sold`, ' +
-  '`sold_out` (every item of the sale is sold), `no_active_sale` (the hour\'s sale is not open yet).',
-  ['item_reserved', 'item_sold', 'sold_out', 'no_active_sale'])
+  'The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` ' +
+  '(this user\'s own live checkout holds it: redeem that code), `item_sold`, `sold_out` (every item of the sale is ' +
+  'sold), `no_active_sale` (the hour\'s sale is not open yet).',
+  ['item_reserved', 'already_reserved_by_you', 'item_sold', 'sold_out', 'no_active_sale'])
 
 export const checkoutSchema = {
   summary: 'Reserve one item of the current sale',
@@ -48,8 +49,10 @@ export const checkoutSchema = {
     403: CheckoutForbiddenError,
     404: CheckoutNotFoundError,
     409: CheckoutConflictError,
+    408: RequestTimeoutError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
+    431: HeadersTooLargeError,
     429: RateLimitedError,
     500: InternalError,
     503: UnavailableError

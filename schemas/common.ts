@@ -46,6 +46,8 @@ export const ERROR_EXAMPLES = {
   invalid_content_length: 'Request body size did not match Content-Length',
   bad_request: 'The request could not be read.',
   payload_too_large: 'Request body is too large',
+  headers_too_large: 'The request headers are larger than the server accepts.',
+  request_timeout: 'The request was not received in time.',
   unsupported_media_type: 'Unsupported Media Type',
   rate_limited: 'Too many checkout attempts from this user; retry in 10 s.',
   service_unavailable: 'A dependency is unavailable; retry shortly.',
@@ -79,6 +81,10 @@ export const BadRequestError = errorResponse(
   '`invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), ' +
   '`bad_request` (any other unreadable request).',
   ['invalid_request', 'invalid_json', 'invalid_content_length', 'bad_request'])
+export const RequestTimeoutError = errorResponse('The request (headers or body) did not arrive within the server\'s timeout; the connection is closed.',
+  ['request_timeout'])
+export const HeadersTooLargeError = errorResponse('The request headers exceed the server\'s limit (16 KiB); the connection is closed.',
+  ['headers_too_large'])
 export const PayloadTooLargeError = errorResponse('The body is larger than `BODY_LIMIT_BYTES` (1024 by default).', ['payload_too_large'])
 export const UnsupportedMediaTypeError = errorResponse('The body is not `application/json`.', ['unsupported_media_type'])
 export const RateLimitedError = errorResponse('An abuse limit (per user or per client IP) is exceeded; retry after `Retry-After` seconds.',

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
-  BadRequestError, InternalError, Item, PayloadTooLargeError, Timestamp, UnavailableError, UnsupportedMediaTypeError,
+  BadRequestError, HeadersTooLargeError, InternalError, Item, PayloadTooLargeError, RequestTimeoutError, Timestamp, UnavailableError, UnsupportedMediaTypeError,
   errorResponse
 } from './common.js'
 
@@ -52,8 +52,10 @@ export const purchaseSchema = {
     404: PurchaseNotFoundError,
     409: PurchaseConflictError,
     410: PurchaseGoneError,
+    408: RequestTimeoutError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
+    431: HeadersTooLargeError,
     500: InternalError,
     503: UnavailableError
   }

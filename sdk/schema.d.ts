@@ -249,7 +249,24 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
+                /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
+                408: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /**
+                             * @description Stable machine-readable error code
+                             * @enum {string}
+                             */
+                            error: "request_timeout";
+                            /** @description Human-readable explanation (may change; match on `error`) */
+                            message: string;
+                        };
+                    };
+                };
+                /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` (this user's own live checkout holds it: redeem that code), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -260,7 +277,7 @@ export interface paths {
                              * @description Stable machine-readable error code
                              * @enum {string}
                              */
-                            error: "item_reserved" | "item_sold" | "sold_out" | "no_active_sale";
+                            error: "item_reserved" | "already_reserved_by_you" | "item_sold" | "sold_out" | "no_active_sale";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };
@@ -314,6 +331,23 @@ export interface paths {
                              * @enum {string}
                              */
                             error: "rate_limited";
+                            /** @description Human-readable explanation (may change; match on `error`) */
+                            message: string;
+                        };
+                    };
+                };
+                /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /**
+                             * @description Stable machine-readable error code
+                             * @enum {string}
+                             */
+                            error: "headers_too_large";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };
@@ -616,6 +650,23 @@ export interface paths {
                         };
                     };
                 };
+                /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
+                408: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /**
+                             * @description Stable machine-readable error code
+                             * @enum {string}
+                             */
+                            error: "request_timeout";
+                            /** @description Human-readable explanation (may change; match on `error`) */
+                            message: string;
+                        };
+                    };
+                };
                 /** @description The code was already redeemed (of two racing redemptions, one buys). */
                 409: {
                     headers: {
@@ -679,6 +730,23 @@ export interface paths {
                              * @enum {string}
                              */
                             error: "unsupported_media_type";
+                            /** @description Human-readable explanation (may change; match on `error`) */
+                            message: string;
+                        };
+                    };
+                };
+                /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /**
+                             * @description Stable machine-readable error code
+                             * @enum {string}
+                             */
+                            error: "headers_too_large";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };

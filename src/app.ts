@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { ServiceUnavailable } from './errors.js'
 import configPlugin from '../plugins/config.js'
-import errorsPlugin, { sendError } from '../plugins/errors.js'
+import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
 import redisPlugin from '../plugins/redis.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
@@ -47,6 +47,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       setSecurityHeaders(reply)
       sendError(error, request, reply)
     },
+    // What Node's HTTP parser refuses before Fastify sees a request: same shape and headers.
+    clientErrorHandler,
     ...options.fastify
   }).withTypeProvider<TypeBoxTypeProvider>()
 

@@ -8,6 +8,7 @@ export const REFUSALS = {
   sold_out: 'The current sale is sold out.',
   item_sold: 'This item has already been sold.',
   item_reserved: 'This item is reserved by another checkout; try another item or come back when the reservation expires.',
+  already_reserved_by_you: 'You already hold this item: redeem the checkout code you were given before it expires.',
   user_limit_reached: 'This user already holds or has bought the maximum number of items in this sale.',
   unknown_code: 'This checkout code does not exist.',
   code_expired: 'This checkout code has expired; its item went back on sale.',

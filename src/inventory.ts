@@ -17,7 +17,7 @@ const SWEEP_BATCH = 1000
 
 export type ReserveStatus =
   | 'ok' | 'no_sale' | 'not_open' | 'no_active_sale' | 'unknown_item' | 'sold_out'
-  | 'item_sold' | 'item_reserved' | 'user_limit_reached'
+  | 'item_sold' | 'item_reserved' | 'already_reserved_by_you' | 'user_limit_reached'
 
 export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }

@@ -70,6 +70,25 @@ test('refusals: unknown item, reserved, sold, user limit, with every attempt rec
   ])
 })
 
+test('checking out an item you already hold says it is yours, not another checkout\'s', async (t) => {
+  const clock = new TestClock(Date.parse(T0))
+  const app = await buildTestApp(t, isolatedConfig(t), clock)
+  const held = await checkout(app, 'user_id=alice&id=4')
+  assert.equal(held.statusCode, 200)
+
+  const again = await checkout(app, 'user_id=alice&id=4')
+  assert.equal(again.statusCode, 409)
+  assert.equal(again.json().error, 'already_reserved_by_you')
+  assert.match(again.json().message, /you already hold/i)
+  assert.equal((await checkout(app, 'user_id=bob&id=4')).json().error, 'item_reserved', 'someone else still gets item_reserved')
+
+  // Once the hold expired the item is free again, for its former holder too.
+  clock.advance(60_000)
+  assert.equal((await checkout(app, 'user_id=alice&id=4')).statusCode, 200)
+  const outcomes = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'alice' ORDER BY id")
+  assert.deepEqual(outcomes.map((o) => o.outcome), ['accepted', 'already_reserved_by_you', 'accepted'])
+})
+
 test('a sold-out sale refuses with sold_out', async (t) => {
   const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 3, USER_LIMIT: 10 }), new TestClock(Date.parse(T0)))
   for (const id of [1, 2, 3]) {

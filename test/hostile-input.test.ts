@@ -10,7 +10,7 @@ const T0 = '2031-03-04T13:10:00.000Z'
 
 /** Error codes only the POST /checkout handler answers with; each of those answers is an attempt row. */
 const CHECKOUT_HANDLER_CODES = new Set([
-  'invalid_request', 'unknown_item', 'item_reserved', 'item_sold', 'sold_out', 'user_limit_reached', 'no_active_sale'
+  'invalid_request', 'unknown_item', 'item_reserved', 'already_reserved_by_you', 'item_sold', 'sold_out', 'user_limit_reached', 'no_active_sale'
 ])
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import { test } from 'node:test'
 import { errorCodes, type FastifyInstance } from 'fastify'
 import openapiTS, { astToString, COMMENT_HEADER } from 'openapi-typescript'
 import { chromium } from 'playwright-core'
-import { FRAMEWORK_ERRORS, REFUSAL_STATUS } from '../plugins/errors.js'
+import { FRAMEWORK_ERRORS, PARSER_ERRORS, REFUSAL_STATUS } from '../plugins/errors.js'
 import { DOCS_PREFIX } from '../plugins/openapi.js'
 import { securityHeaders } from '../plugins/security.js'
 import { generateOpenApi, OPENAPI_FILE, renderOpenApi } from '../src/cli/openapi.js'
@@ -162,7 +162,7 @@ test('every route is documented, and every error status lists the exact codes th
   }
   assert.deepEqual(codesOf(checkout, 403), ['user_limit_reached'])
   assert.deepEqual(codesOf(checkout, 404), ['unknown_item'])
-  assert.deepEqual(codesOf(checkout, 409).sort(), ['item_reserved', 'item_sold', 'no_active_sale', 'sold_out'])
+  assert.deepEqual(codesOf(checkout, 409).sort(), ['already_reserved_by_you', 'item_reserved', 'item_sold', 'no_active_sale', 'sold_out'])
   assert.deepEqual(codesOf(purchase, 404), ['unknown_code'])
   assert.deepEqual(codesOf(purchase, 409), ['code_used'])
   assert.deepEqual(codesOf(purchase, 410).sort(), ['code_expired', 'sale_over'])
@@ -175,6 +175,10 @@ test('every route is documented, and every error status lists the exact codes th
       assert.ok(ErrorClass !== undefined, fastifyCode)
       const status = new ErrorClass().statusCode
       assert.ok(codesOf(operation, status).includes(code), `${code} (${fastifyCode}) is documented under ${status}`)
+    }
+    // What Node's HTTP parser refuses (plugins/errors.ts clientErrorHandler) can reach any route.
+    for (const [parserCode, [status, code]] of Object.entries(PARSER_ERRORS)) {
+      assert.ok(codesOf(operation, status).includes(code), `${code} (${parserCode}) is documented under ${status}`)
     }
     assert.ok(codesOf(operation, 400).includes('bad_request'), 'the fallback of unknown 4xx errors')
     assert.deepEqual(codesOf(operation, 503), ['service_unavailable'])

@@ -12,11 +12,12 @@ import type { Config } from '../src/config.js'
 type Equals<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 const typeIs = <T extends true>(): T | undefined => undefined
 type CheckoutCodes = 'invalid_request' | 'invalid_json' | 'invalid_content_length' | 'bad_request' | 'user_limit_reached' |
-  'unknown_item' | 'item_reserved' | 'item_sold' | 'sold_out' | 'no_active_sale' | 'payload_too_large' |
-  'unsupported_media_type' | 'rate_limited' | 'internal_error' | 'service_unavailable'
+  'unknown_item' | 'item_reserved' | 'already_reserved_by_you' | 'item_sold' | 'sold_out' | 'no_active_sale' |
+  'request_timeout' | 'payload_too_large' | 'unsupported_media_type' | 'headers_too_large' | 'rate_limited' |
+  'internal_error' | 'service_unavailable'
 type PurchaseCodes = 'invalid_request' | 'invalid_json' | 'invalid_content_length' | 'bad_request' | 'unknown_code' |
-  'code_used' | 'code_expired' | 'sale_over' | 'payload_too_large' | 'unsupported_media_type' | 'internal_error' |
-  'service_unavailable'
+  'code_used' | 'code_expired' | 'sale_over' | 'request_timeout' | 'payload_too_large' | 'unsupported_media_type' |
+  'headers_too_large' | 'internal_error' | 'service_unavailable'
 typeIs<Equals<CheckoutErrorCode, CheckoutCodes>>()
 typeIs<Equals<PurchaseErrorCode, PurchaseCodes>>()
 

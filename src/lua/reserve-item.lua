@@ -5,7 +5,7 @@
 -- ARGV[7] key expiry (ms, absolute)
 -- Returns one status string: 'ok' | 'no_sale' (meta missing: not seeded or Redis lost it)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
---   | 'user_limit_reached'
+--   | 'already_reserved_by_you' (the live hold is this user's own) | 'user_limit_reached'
 -- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
 -- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
 -- the clock decides here (a sale is seeded before it opens). Expired holds are swept first so
@@ -33,6 +33,11 @@ local holder = redis.call('HGET', KEYS[2], ARGV[2])
 if holder == 'sold' then
   return 'item_sold'
 elseif holder then
+  -- The holder asking again (a second tab, a retry after a lost answer) is told the hold is theirs.
+  local state, _, _, user = parse_code(redis.call('HGET', KEYS[3], holder) or '')
+  if state == 'R' and user == ARGV[1] then
+    return 'already_reserved_by_you'
+  end
   return 'item_reserved'
 end
 if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') >= tonumber(meta[2]) then

@@ -2,6 +2,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { ServiceUnavailable } from './errors.js'
+import { redactCheckoutCodes } from './log-redaction.js'
 import configPlugin from '../plugins/config.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
@@ -23,6 +24,8 @@ export interface BuildOptions {
   now?: () => number
   /** Extra Fastify options (tests pass `logger: false`). */
   fastify?: FastifyServerOptions
+  /** Where log lines go instead of stdout (tests read them). */
+  logStream?: { write (line: string): void }
 }
 
 /**
@@ -32,7 +35,8 @@ export interface BuildOptions {
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.LOG_LEVEL },
+    // Checkout codes never reach a log line (src/log-redaction.ts).
+    logger: { level: config.LOG_LEVEL, hooks: { streamWrite: redactCheckoutCodes }, ...(options.logStream && { stream: options.logStream }) },
     logController: new LogController({ disableRequestLogging: !config.LOG_REQUESTS }),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // Never answer a hanging request forever.

@@ -61,6 +61,12 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1000 }),
 
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
+
+  /**
+   * How long start-up retries an unreachable Postgres or Redis (backoff, each wait logged) before it
+   * exits 1: containers start in any order. 0 tries once.
+   */
+  STARTUP_WAIT_SECONDS: Type.Integer({ minimum: 0, maximum: 3600, default: 30 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10_000 })
 })
 

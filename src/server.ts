@@ -1,11 +1,24 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { configOrExit } from './config.js'
+import { assertListenable, StartupError, waitForDependencies } from './startup.js'
 
 /** Production entry: validated config, one Fastify instance, graceful shutdown on signals. */
 const config = configOrExit()
 
-const app = await buildApp(config)
+/** A failed start is one line for the operator (a stack only at LOG_LEVEL=debug or trace), then exit 1. */
+function exitOnStartFailure (error: unknown): never {
+  const message = error instanceof StartupError ? error.message : `start-up failed: ${(error as Error).message ?? String(error)}`
+  console.error(message)
+  if (!(error instanceof StartupError) && ['debug', 'trace'].includes(config.LOG_LEVEL)) console.error(error)
+  process.exit(1)
+}
+
+// Before anything is migrated or rebuilt: a process that cannot listen must not touch shared state.
+await assertListenable(config.HOST, config.PORT).catch(exitOnStartFailure)
+await waitForDependencies(config, config.STARTUP_WAIT_SECONDS, (line) => console.error(line)).catch(exitOnStartFailure)
+
+const app = await buildApp(config).catch(exitOnStartFailure)
 
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
   if (err) app.log.error({ err }, 'closing after an unexpected error')
@@ -13,4 +26,7 @@ closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
   await app.close()
 })
 
-await app.listen({ host: config.HOST, port: config.PORT })
+await app.listen({ host: config.HOST, port: config.PORT }).catch(async (error: unknown) => {
+  await app.close().catch(() => {})
+  exitOnStartFailure(error)
+})

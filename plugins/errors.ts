@@ -42,8 +42,8 @@ export const FRAMEWORK_ERRORS: Record<string, string> = {
 export const PARSER_ERRORS: Record<string, readonly [number, string, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'The request headers are larger than the server accepts.'],
   HPE_INVALID_CONTENT_LENGTH: [400, 'invalid_content_length', 'Content-Length is not a valid length.'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request was not received in time.'],
-  ERR_HTTP_HEADERS_TIMEOUT: [408, 'request_timeout', 'The request headers were not received in time.']
+  // Node's requestTimeout (src/app.ts), headers included.
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'The request was not received in time.']
 }
 const UNREADABLE = [400, 'bad_request', 'The request could not be read as HTTP/1.1.'] as const
 

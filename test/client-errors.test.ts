@@ -1,7 +1,23 @@
 import assert from 'node:assert/strict'
+import type { Server } from 'node:http'
 import { connect } from 'node:net'
 import { test } from 'node:test'
+import type { FastifyHttpOptions } from 'fastify'
+import { buildApp } from '../src/app.js'
 import { buildTestApp, isolatedConfig, TestClock } from './helpers.js'
+
+/** The security headers and the API's error shape, on an answer written below Fastify. */
+function assertApiError (name: string, res: RawResponse, status: number, code: string) {
+  assert.equal(res.status, status, `${name}: status (${res.body})`)
+  const body = JSON.parse(res.body) as Record<string, unknown>
+  assert.deepEqual(Object.keys(body).sort(), ['error', 'message'], `${name}: the API's shape`)
+  assert.equal(body.error, code, `${name}: stable code`)
+  assert.match(res.headers.get('content-type') ?? '', /^application\/json/, name)
+  assert.equal(res.headers.get('content-security-policy'), "default-src 'none';frame-ancestors 'none'", `${name}: CSP`)
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff', `${name}: nosniff`)
+  assert.ok(res.headers.has('strict-transport-security'), `${name}: HSTS`)
+  assert.equal(res.headers.get('x-frame-options'), 'DENY', `${name}: no framing`)
+}
 
 interface RawResponse { status: number, headers: Map<string, string>, body: string }
 
@@ -42,19 +58,22 @@ test("Node's HTTP parser errors answer in the API's error shape with the securit
     ['a 100 KB header', `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`, false, 431, 'headers_too_large']
   ]
   for (const [name, request, halfClose, status, code] of cases) {
-    const res = await raw(port, request, halfClose)
-    assert.equal(res.status, status, `${name}: status (${res.body})`)
-    const body = JSON.parse(res.body) as Record<string, unknown>
-    assert.deepEqual(Object.keys(body).sort(), ['error', 'message'], `${name}: the API's shape`)
-    assert.equal(body.error, code, `${name}: stable code`)
-    assert.match(res.headers.get('content-type') ?? '', /^application\/json/, name)
-    assert.equal(res.headers.get('content-security-policy'), "default-src 'none';frame-ancestors 'none'", `${name}: CSP`)
-    assert.equal(res.headers.get('x-content-type-options'), 'nosniff', `${name}: nosniff`)
-    assert.ok(res.headers.has('strict-transport-security'), `${name}: HSTS`)
-    assert.equal(res.headers.get('x-frame-options'), 'DENY', `${name}: no framing`)
+    assertApiError(name, await raw(port, request, halfClose), status, code)
   }
 
   // The server is unharmed: a well-formed request on a new connection is answered normally.
   const ok = await raw(port, 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
   assert.equal(ok.status, 200)
+})
+
+test('a request that does not arrive in time gets 408 request_timeout in the same shape', async (t) => {
+  const config = isolatedConfig(t)
+  // The service waits 30 s; this one 300 ms, checked every 100 ms, so the test is short.
+  const shortTimeout: FastifyHttpOptions<Server> = { requestTimeout: 300, http: { connectionsCheckingInterval: 100 } }
+  const app = await buildApp(config, { now: new TestClock(Date.parse('2031-03-04T13:10:00.000Z')).now, fastify: shortTimeout })
+  t.after(() => app.close())
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  // Headers begun and never finished, as a slowloris client does.
+  assertApiError('slow headers', await raw(port, 'GET /health HTTP/1.1\r\nHost: x\r\n'), 408, 'request_timeout')
 })

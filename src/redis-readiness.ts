@@ -14,8 +14,8 @@ export interface RedisLike {
  * A dead Redis (killed, refused, unreachable) is seen at once: the client leaves `ready` when its
  * socket closes. A Redis that hangs with its socket open (SIGSTOP, a full disk fsync, a partition
  * that drops packets) is seen by the heartbeat: one PING every `heartbeatMs`, failed by the
- * client's command timeout. The gate opens again on the first PING answered, so recovery takes
- * one heartbeat at most once the client is ready again.
+ * client's command timeout. Requests go through again from the first PING answered: at most one
+ * heartbeat after the client is ready again.
  */
 export class RedisReadiness {
   readonly #client: RedisLike

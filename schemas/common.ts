@@ -73,7 +73,7 @@ export function errorResponse<const C extends ErrorCode> (description: string, c
   })
 }
 
-const RetryAfter = Type.Integer({ minimum: 1, description: 'Seconds to wait before retrying' })
+export const RetryAfter = Type.Integer({ minimum: 1, description: 'Seconds to wait before retrying' })
 
 /** Statuses whose codes are the same on every route that can answer them. */
 export const BadRequestError = errorResponse(

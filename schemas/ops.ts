@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { InternalError, SaleCounts, Timestamp, UnavailableError } from './common.js'
+import { InternalError, RetryAfter, SaleCounts, Timestamp, UnavailableError } from './common.js'
 
 const Dependency = Type.Object({
   ok: Type.Boolean(),
@@ -21,7 +21,8 @@ export const healthSchema = {
     200: { ...HealthResponse, description: 'Postgres and Redis both answer.' },
     500: InternalError,
     503: Type.Union([HealthResponse, UnavailableError], {
-      description: 'Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body).'
+      description: 'Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body).',
+      headers: { 'retry-after': RetryAfter }
     })
   }
 }

@@ -462,6 +462,8 @@ export interface paths {
                 /** @description Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body). */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "retry-after"?: number;
                         [name: string]: unknown;
                     };
                     content: {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { checkoutSchema } from '../schemas/checkout.js'
+import { ID_PATTERN } from '../schemas/common.js'
 import { InvalidRequest } from '../src/errors.js'
 import { isoTime, presentItem } from '../src/presenters.js'
 
@@ -17,17 +18,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw request.validationError
     }
-    // ajv coerces `Infinity` (or `1e400`) to the integer type but skips its range checks for
-    // non-finite numbers; such an id would also fail the whole batch of attempt rows it joins.
-    if (typeof itemId === 'number' && !Number.isFinite(itemId)) {
-      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), null)
-      throw new InvalidRequest('querystring/id must be an integer from 1 to 2147483647')
-    }
     if (itemId === undefined || (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id)) {
       await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw new InvalidRequest('querystring must name the item once: `id` or `item_id`')
     }
-    const reservation = await fastify.sales.checkout(request.query.user_id, itemId as number)
+    const reservation = await fastify.sales.checkout(request.query.user_id, Number(itemId))
     return {
       code: reservation.code,
       expires_at: isoTime(reservation.expiresAt),
@@ -42,9 +37,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
  * which Postgres text refuses (one such row would otherwise fail its whole batch).
  */
 const asLoggable = (value: unknown): string | null => typeof value === 'string' ? value.slice(0, 128).replaceAll('\0', '\uFFFD') : null
-const asItemId = (value: unknown): number | null => {
-  const n = Number(value)
-  return Number.isInteger(n) && n >= -2_147_483_648 && n <= 2_147_483_647 ? n : null
-}
+/** The item id of a rejected request when it is one (the schema's grammar), else null. */
+const asItemId = (value: unknown): number | null => typeof value === 'string' && ITEM_ID.test(value) ? Number(value) : null
+const ITEM_ID = new RegExp(ID_PATTERN)
 
 export default routes

@@ -9,7 +9,8 @@ export const UserId = Type.String({
   maxLength: 64,
   pattern: '^[A-Za-z0-9._:@-]+$',
   description: 'Caller-chosen user id: 1-64 of A-Z a-z 0-9 . _ : @ -',
-  examples: ['user-1234']
+  examples: ['user-1234'],
+  'x-error-message': 'must be 1-64 characters of A-Z a-z 0-9 . _ : @ -'
 })
 
 export const CheckoutQuery = Type.Object({

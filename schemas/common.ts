@@ -33,15 +33,32 @@ export const SaleCounts = Type.Object({
   left: Type.Integer({ description: 'Items still available to check out' })
 })
 
-/** Integer ids as they arrive in query strings: digits only, within a Postgres int4. */
-export const ItemId = Type.Integer({ minimum: 1, maximum: 2_147_483_647, description: 'Item id, 1..SALE_ITEMS' })
+/**
+ * Canonical decimal integers from 1 to 2147483647 (a Postgres int4): `^[1-9][0-9]{0,9}$` cut at the
+ * int4 maximum, digit by digit. No sign, leading zero, exponent, radix prefix, fraction or
+ * whitespace, so `0x10`, `1e3`, `+7`, `01` or `%098` are refused rather than read as another number.
+ * test/id-grammar.test.ts checks it against arithmetic.
+ */
+export const ID_PATTERN = '^(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|' +
+  '21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7])$'
+
+/**
+ * An item id as it arrives in a query string: a string of the id grammar (the route reads it as a
+ * number). `x-error-message` is what a failing value is told (src/validation.ts).
+ */
+export const ItemId = Type.String({
+  pattern: ID_PATTERN,
+  description: 'Item id, 1..SALE_ITEMS, in canonical decimal (no sign, leading zero, exponent or spaces)',
+  examples: ['42'],
+  'x-error-message': 'must be an integer from 1 to 2147483647 in plain decimal digits'
+})
 
 /**
  * Every stable `error` code the service answers with (plugins/errors.ts maps each error to one),
  * with a typical message for the examples. Messages are for humans and may change; codes do not.
  */
 export const ERROR_EXAMPLES = {
-  invalid_request: 'querystring/user_id must match pattern "^[A-Za-z0-9._:@-]+$"',
+  invalid_request: 'querystring/user_id must be 1-64 characters of A-Z a-z 0-9 . _ : @ -',
   invalid_json: "Body is not valid JSON but content-type is set to 'application/json'",
   invalid_content_length: 'Request body size did not match Content-Length',
   bad_request: 'The request could not be read.',

@@ -7,15 +7,17 @@ import {
 export const CheckoutCode = Type.String({
   pattern: '^[A-Za-z0-9_-]{22}$',
   description: 'A checkout code from POST /checkout',
-  examples: ['q1mHh2p1oN2wq0mVf3c3Zw']
+  'x-error-message': 'must be a checkout code: 22 characters of A-Z a-z 0-9 _ -'
 })
 
+// The example code goes in one place only (the body): Swagger UI's "Try it out" fills in every
+// example, and a code in both places is `invalid_request`.
 export const PurchaseQuery = Type.Object({
   code: Type.Optional(CheckoutCode)
 })
 
 export const PurchaseBody = Type.Object({
-  checkout_code: CheckoutCode
+  checkout_code: { ...CheckoutCode, examples: ['q1mHh2p1oN2wq0mVf3c3Zw'] }
 })
 
 export type PurchaseQueryT = Static<typeof PurchaseQuery>
@@ -39,9 +41,9 @@ export const PurchaseGoneError = errorResponse(
 
 export const purchaseSchema = {
   summary: 'Redeem a checkout code',
-  description: 'Buys the item reserved by a checkout code, given once: as `?code=` (no body) or as a JSON body ' +
-    '`{"checkout_code": ...}`. No code, both shapes at once, or a code that is not 22 characters of base64url ' +
-    'is `invalid_request`.',
+  description: 'Buys the item reserved by a checkout code from your own POST /checkout, given once: as `?code=` ' +
+    '(with no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. No code, both shapes at once, or ' +
+    'a code that is not 22 characters of base64url is `invalid_request`.',
   tags: ['sale'],
   querystring: PurchaseQuery,
   // Keyed by media type: a request with no body (the `?code=` shape) has nothing to validate.

@@ -3,7 +3,7 @@
  * generates from openapi.json (`npm run openapi && npm run sdk` regenerates both).
  *
  *   const api = createFlashSaleClient('http://localhost:3000')
- *   const { data, error } = await api.POST('/checkout', { params: { query: { user_id: 'alice', id: 42 } } })
+ *   const { data, error } = await api.POST('/checkout', { params: { query: { user_id: 'alice', id: '42' } } })
  *   if (error) console.log(error.error) // 'item_reserved' | 'item_sold' | 'sold_out' | ... (a union type)
  */
 import createClient, { type Client, type ClientOptions } from 'openapi-fetch'

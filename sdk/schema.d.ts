@@ -152,10 +152,16 @@ export interface paths {
                      * @example user-1234
                      */
                     user_id: string;
-                    /** @description Item id, 1..SALE_ITEMS */
-                    id?: number;
-                    /** @description Alias of `id` (the seed API spelling) */
-                    item_id?: number;
+                    /**
+                     * @description Item id, 1..SALE_ITEMS, in canonical decimal (no sign, leading zero, exponent or spaces)
+                     * @example 42
+                     */
+                    id?: string;
+                    /**
+                     * @description Alias of `id` (the seed API spelling)
+                     * @example 42
+                     */
+                    item_id?: string;
                 };
                 header?: never;
                 path?: never;
@@ -554,15 +560,12 @@ export interface paths {
         put?: never;
         /**
          * Redeem a checkout code
-         * @description Buys the item reserved by a checkout code, given once: as `?code=` (no body) or as a JSON body `{"checkout_code": ...}`. No code, both shapes at once, or a code that is not 22 characters of base64url is `invalid_request`.
+         * @description Buys the item reserved by a checkout code from your own POST /checkout, given once: as `?code=` (with no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. No code, both shapes at once, or a code that is not 22 characters of base64url is `invalid_request`.
          */
         post: {
             parameters: {
                 query?: {
-                    /**
-                     * @description A checkout code from POST /checkout
-                     * @example q1mHh2p1oN2wq0mVf3c3Zw
-                     */
+                    /** @description A checkout code from POST /checkout */
                     code?: string;
                 };
                 header?: never;

@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { ServiceUnavailable } from './errors.js'
 import { redactCheckoutCodes } from './log-redaction.js'
+import { ajvOptions, formatValidationErrors } from './validation.js'
 import configPlugin from '../plugins/config.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
@@ -43,9 +44,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestTimeout: 30_000,
     // Requests that arrive while closing get our own 503 below, not Fastify's differently shaped one.
     return503OnClosing: false,
-    // Query strings need string -> number coercion, but never array <-> scalar (Fastify's
-    // default 'array'): `?id=1&id=2` and `{"checkout_code": ["..."]}` are errors, not guesses.
-    ajv: { customOptions: { coerceTypes: true } },
+    // Strict grammars, no coercion, messages naming the parameter (src/validation.ts).
+    ajv: ajvOptions,
+    schemaErrorFormatter: formatValidationErrors,
     // What the router refuses before any hook runs (a path like `/%zz`): same shape and headers.
     frameworkErrors: (error, request, reply) => {
       setSecurityHeaders(reply)
@@ -58,6 +59,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   // JSON is the only body the API takes; anything else is a 415, not a string to guess at.
   app.removeContentTypeParser('text/plain')
+  // An empty body is no body, whatever its Content-Type says: Swagger UI sends
+  // `Content-Type: application/json` with a cleared body, which is `?code=` alone, not bad JSON.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const { headers } = request
+    // (HTTP/1.1: without Transfer-Encoding, a missing Content-Length also means no body.)
+    const length = headers['content-length']
+    if ((length === '0' || length === undefined) && headers['transfer-encoding'] === undefined) delete headers['content-type']
+    done()
+  })
 
   // Graceful drain: sockets whose request is in flight when close() starts would otherwise
   // stay open as keep-alive after their response and hold the server open until the grace

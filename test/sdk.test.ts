@@ -31,7 +31,7 @@ async function serve (t: TestContext, config: Config, clock: TestClock): Promise
 }
 
 const checkout = (api: FlashSaleClient, userId: string, id: number) =>
-  api.POST('/checkout', { params: { query: { user_id: userId, id } } })
+  api.POST('/checkout', { params: { query: { user_id: userId, id: String(id) } } })
 
 /** A refusal as the SDK types it: `code` must be one of the operation's codes, or this does not compile. */
 function assertRefused<E extends { error: string, message: string }> (

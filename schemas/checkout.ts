@@ -15,7 +15,8 @@ export const UserId = Type.String({
 
 export const CheckoutQuery = Type.Object({
   user_id: UserId,
-  id: Type.Optional(ItemId),
+  // The example on `id` only: Swagger UI's "Try it out" would otherwise fill in both spellings.
+  id: Type.Optional({ ...ItemId, examples: ['42'] }),
   item_id: Type.Optional({ ...ItemId, description: 'Alias of `id` (the seed API spelling)' })
 })
 

@@ -49,7 +49,6 @@ export const ID_PATTERN = '^(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]
 export const ItemId = Type.String({
   pattern: ID_PATTERN,
   description: 'Item id, 1..SALE_ITEMS, in canonical decimal (no sign, leading zero, exponent or spaces)',
-  examples: ['42'],
   'x-error-message': 'must be an integer from 1 to 2147483647 in plain decimal digits'
 })
 

@@ -157,10 +157,7 @@ export interface paths {
                      * @example 42
                      */
                     id?: string;
-                    /**
-                     * @description Alias of `id` (the seed API spelling)
-                     * @example 42
-                     */
+                    /** @description Alias of `id` (the seed API spelling) */
                     item_id?: string;
                 };
                 header?: never;

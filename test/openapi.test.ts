@@ -13,6 +13,7 @@ import { buildTestApp, isolatedConfig, TestClock } from './helpers.js'
 
 const T0 = '2031-03-04T13:10:00.000Z'
 const SDK_SCHEMA_FILE = new URL('../sdk/schema.d.ts', import.meta.url)
+const SDK_PACKAGE_FILE = new URL('../sdk/package.json', import.meta.url)
 /** A Chromium for the browser check (CI installs Debian's), or none: that one test is then skipped. */
 const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => path !== undefined && existsSync(path))
 
@@ -59,6 +60,10 @@ test('the committed SDK types are what openapi-typescript generates from openapi
   const expected = COMMENT_HEADER + astToString(await openapiTS(new URL(`file://${OPENAPI_FILE}`)))
   const committed = await readFile(SDK_SCHEMA_FILE, 'utf8').catch(() => '(missing)')
   assert.ok(committed === expected, 'sdk/schema.d.ts is stale: run `npm run sdk` and commit it')
+  // The SDK package is versioned as the API it speaks (openapi.json's info.version, the service's version).
+  const apiVersion = (JSON.parse(await readFile(OPENAPI_FILE, 'utf8')) as { info: { version: string } }).info.version
+  const sdkVersion = (JSON.parse(await readFile(SDK_PACKAGE_FILE, 'utf8')) as { version: string }).version
+  assert.equal(sdkVersion, apiVersion, 'sdk/package.json has another version than openapi.json: run `npm run sdk` and commit it')
 })
 
 test('/docs serves Swagger UI under a CSP that allows it; every other route keeps the strict one', async (t) => {

@@ -151,23 +151,20 @@ export class SaleRepository {
     return row ? Number(row.sale_id) : null
   }
 
-  /** The latest sale that had opened by `now` (the current one while it runs), or null. */
-  async report (now: number): Promise<SaleReport | null> {
-    const { rows: [row] } = await this.pool.query<SaleRow & { sold: number, held: number, buyers: number, revenue_cents: string }>(
-      `SELECT s.id, s.starts_at, s.ends_at, s.item_count, s.user_limit,
-              p.sold, p.buyers, p.revenue_cents,
-              (SELECT count(*)::int FROM checkout_attempts a
-               WHERE a.sale_id = s.id AND a.outcome = 'accepted' AND a.expires_at > to_timestamp($1::float8 / 1000)
-                 AND NOT EXISTS (SELECT 1 FROM purchases x WHERE x.code = a.code)) AS held
-       FROM sales s,
+  /** The `limit` latest sales (by opening time, newest first, a prepared one included), as of `now`. */
+  async report (now: number, limit: number): Promise<SaleReport[]> {
+    const { rows } = await this.pool.query<SaleRow & { sold: number, held: number, buyers: number, revenue_cents: string, attempts: Record<string, number> }>(
+      `SELECT s.id, s.starts_at, s.ends_at, s.item_count, s.user_limit, p.sold, p.buyers, p.revenue_cents, h.held, a.attempts
+       FROM (SELECT * FROM sales ORDER BY starts_at DESC LIMIT $2) s,
             LATERAL (SELECT count(*)::int AS sold, count(DISTINCT user_id)::int AS buyers, coalesce(sum(price_cents), 0) AS revenue_cents
-                     FROM purchases WHERE sale_id = s.id) p
-       WHERE s.starts_at <= to_timestamp($1::float8 / 1000)
-       ORDER BY s.starts_at DESC LIMIT 1`, [now])
-    if (!row) return null
-    const { rows: outcomes } = await this.pool.query<{ outcome: string, n: number }>(
-      'SELECT outcome, count(*)::int AS n FROM checkout_attempts WHERE sale_id = $1 GROUP BY outcome ORDER BY n DESC', [row.id])
-    return {
+                     FROM purchases WHERE sale_id = s.id) p,
+            LATERAL (SELECT count(*)::int AS held FROM checkout_attempts a
+                     WHERE a.sale_id = s.id AND a.outcome = 'accepted' AND a.expires_at > to_timestamp($1::float8 / 1000)
+                       AND NOT EXISTS (SELECT 1 FROM purchases x WHERE x.code = a.code)) h,
+            LATERAL (SELECT coalesce(json_object_agg(outcome, n ORDER BY n DESC, outcome), '{}'::json) AS attempts
+                     FROM (SELECT outcome, count(*)::int AS n FROM checkout_attempts WHERE sale_id = s.id GROUP BY outcome) o) a
+       ORDER BY s.starts_at DESC`, [now, limit])
+    return rows.map((row) => ({
       id: Number(row.id),
       startsAt: row.starts_at.getTime(),
       endsAt: row.ends_at.getTime(),
@@ -177,7 +174,7 @@ export class SaleRepository {
       held: row.held,
       buyers: row.buyers,
       revenueCents: Number(row.revenue_cents),
-      attempts: Object.fromEntries(outcomes.map((o) => [o.outcome, o.n]))
-    }
+      attempts: row.attempts
+    }))
   }
 }

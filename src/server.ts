@@ -2,6 +2,7 @@ import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { configOrExit } from './config.js'
 import { assertListenable, StartupError, waitForDependencies } from './startup.js'
+import { startupLine } from './startup-line.js'
 
 /** Production entry: validated config, one Fastify instance, graceful shutdown on signals. */
 const config = configOrExit()
@@ -30,3 +31,8 @@ await app.listen({ host: config.HOST, port: config.PORT }).catch(async (error: u
   await app.close().catch(() => {})
   exitOnStartFailure(error)
 })
+
+// Where to go, for a person: plain text on a terminal, an info log line (same text) otherwise.
+const line = await startupLine(app)
+if (process.stdout.isTTY) process.stdout.write(`${line}\n`)
+else app.log.info(line)

@@ -2,7 +2,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { ServiceUnavailable } from './errors.js'
-import { redactCheckoutCodes } from './log-redaction.js'
+import { loggerOptions } from './logger.js'
 import { ajvOptions, formatValidationErrors } from './validation.js'
 import configPlugin from '../plugins/config.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
@@ -36,8 +36,8 @@ export interface BuildOptions {
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    // Checkout codes never reach a log line (src/log-redaction.ts).
-    logger: { level: config.LOG_LEVEL, hooks: { streamWrite: redactCheckoutCodes }, ...(options.logStream && { stream: options.logStream }) },
+    // pino options (src/logger.ts: level, redaction of secrets and of checkout codes).
+    logger: { ...loggerOptions(config), ...(options.logStream && { stream: options.logStream }) },
     logController: new LogController({ disableRequestLogging: !config.LOG_REQUESTS }),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // Never answer a hanging request forever.

@@ -65,7 +65,7 @@ export const ERROR_EXAMPLES = {
   headers_too_large: 'The request headers are larger than the server accepts.',
   request_timeout: 'The request was not received in time.',
   unsupported_media_type: 'Unsupported Media Type',
-  rate_limited: 'Too many checkout attempts from this user; retry in 10 s.',
+  rate_limited: 'Too many checkout attempts from this user; retry in 1 s.',
   service_unavailable: 'A dependency is unavailable; retry shortly.',
   internal_error: 'Something went wrong on our side.',
   ...REFUSALS

@@ -13,14 +13,14 @@ const run = promisify(execFile)
 const SDK_DIR = fileURLToPath(new URL('../sdk/', import.meta.url))
 const TSC = fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url))
 
-/** The README's example, as another project would write it. */
-const BUY = `import { createFlashSaleClient } from 'flash-sale-sdk'
-const api = createFlashSaleClient(process.argv[2])
-const { data, error } = await api.POST('/checkout', { params: { query: { user_id: 'alice', id: '42' } } })
-if (error) throw new Error(error.error)
-const bought = await api.POST('/purchase', { body: { checkout_code: data.code } })
-console.log(JSON.stringify(bought.data ?? bought.error))
-`
+/** The README's five-line example, as another project would write it (pointed at the test's server). */
+async function readmeExample (base: string): Promise<string> {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const example = /```js\n(import \{ createFlashSaleClient \} from 'flash-sale-sdk'\n[^`]*)```/.exec(readme)?.[1]
+  assert.ok(example !== undefined, 'the README shows the SDK example')
+  assert.equal(example.trim().split('\n').length, 5, 'five lines')
+  return example.replace("'http://localhost:3000'", JSON.stringify(base))
+}
 
 /** The same from TypeScript: the package's types resolve through its `exports` and refusals are typed. */
 const TYPED = `import { createFlashSaleClient, type CheckoutErrorCode } from 'flash-sale-sdk'
@@ -56,11 +56,11 @@ test('the SDK packs (npm pack), installs into another project and buys over HTTP
   await app.listen({ host: '127.0.0.1', port: 0 })
   const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
 
-  await writeFile(join(project, 'buy.mjs'), BUY)
-  const { stdout } = await run(process.execPath, ['buy.mjs', base], { cwd: project, env: { PATH: process.env.PATH } })
-  const bought = JSON.parse(stdout) as { item: { id: number }, user_purchases: number }
-  assert.equal(bought.item.id, 42)
-  assert.equal(bought.user_purchases, 1)
+  await writeFile(join(project, 'buy.mjs'), await readmeExample(base))
+  const { stdout } = await run(process.execPath, ['buy.mjs'], { cwd: project, env: { PATH: process.env.PATH } })
+  // console.log of the purchase: `{ purchase_id: 1, sale_id: ..., item: { id: 42, ... }, ..., user_purchases: 1 }`
+  assert.match(stdout, /^\{\n {2}purchase_id: 1,\n {2}sale_id: \d+,\n {2}item: \{\n {4}id: 42,/)
+  assert.match(stdout, /user_purchases: 1\n\}\n$/)
   assert.deepEqual(await sql(app, 'SELECT item_id FROM purchases'), [{ item_id: 42 }])
 
   await writeFile(join(project, 'typed.ts'), TYPED)

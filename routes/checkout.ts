@@ -18,9 +18,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw request.validationError
     }
-    if (itemId === undefined || (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id)) {
-      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
-      throw new InvalidRequest('querystring must name the item once: `id` or `item_id`')
+    if (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id) {
+      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), null)
+      throw new InvalidRequest('querystring/item_id must equal `id` when both are given')
     }
     const reservation = await fastify.sales.checkout(request.query.user_id, Number(itemId))
     return {

@@ -18,6 +18,10 @@ export const CheckoutQuery = Type.Object({
   // The example on `id` only: Swagger UI's "Try it out" would otherwise fill in both spellings.
   id: Type.Optional({ ...ItemId, examples: ['42'] }),
   item_id: Type.Optional({ ...ItemId, description: 'Alias of `id` (the seed API spelling)' })
+}, {
+  // One of the two spellings is required (that both agree is the route's rule: JSON Schema cannot compare them).
+  anyOf: [{ required: ['id'] }, { required: ['item_id'] }],
+  'x-error-message': 'must name the item: `id` or `item_id`'
 })
 
 export type CheckoutQueryT = Static<typeof CheckoutQuery>

@@ -27,11 +27,12 @@ interface ValidationFailure {
  * it once`, or the schema's own `x-error-message`, or ajv's wording when the schema has none.
  */
 export function formatValidationErrors (errors: ValidationFailure[], dataVar: string): Error {
-  return new Error(errors.map((error) => {
-    const where = `${dataVar}${error.instancePath}`
-    // A query string's values are strings; an array is the same parameter given more than once.
-    if (dataVar === 'querystring' && Array.isArray(error.data)) return `${where} is repeated: give it once`
-    const declared = error.parentSchema?.[ERROR_MESSAGE]
-    return `${where} ${typeof declared === 'string' ? declared : error.message}`
-  }).join(', '))
+  // ajv stops at the first failing keyword (allErrors is off): the last error is that failure;
+  // any before it are the reasons each branch of a failed `anyOf` gave.
+  const error = errors[errors.length - 1] as ValidationFailure
+  const where = `${dataVar}${error.instancePath}`
+  // A query string's values are strings; an array is the same parameter given more than once.
+  if (dataVar === 'querystring' && Array.isArray(error.data)) return new Error(`${where} is repeated: give it once`)
+  const declared = error.parentSchema?.[ERROR_MESSAGE]
+  return new Error(`${where} ${typeof declared === 'string' ? declared : error.message}`)
 }

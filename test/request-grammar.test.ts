@@ -50,6 +50,16 @@ test('only canonical ids are ids: everything else is invalid_request naming the 
   assert.equal((await checkout(app, 'user_id=a&id=8')).statusCode, 200)
 })
 
+test('the item is named once: by `id` or `item_id`, both only when equal', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(T0))
+  assert.deepEqual((await checkout(app, 'user_id=a')).json(), { error: 'invalid_request', message: 'querystring must name the item: `id` or `item_id`' })
+  assert.deepEqual((await checkout(app, 'user_id=a&id=1&item_id=2')).json(), { error: 'invalid_request', message: 'querystring/item_id must equal `id` when both are given' })
+  assert.equal((await checkout(app, 'user_id=a&id=3&item_id=3')).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=a&item_id=4')).statusCode, 200)
+  const rows = await sql<{ outcome: string }>(app, 'SELECT outcome FROM checkout_attempts ORDER BY outcome')
+  assert.deepEqual(rows.map((r) => r.outcome), ['accepted', 'accepted', 'invalid_request', 'invalid_request'])
+})
+
 test('a repeated parameter says "repeated"', async (t) => {
   const app = await buildTestApp(t, isolatedConfig(t), new TestClock(T0))
   for (const [query, name] of [['user_id=a&id=1&id=2', 'id'], ['user_id=a&id=1&id=1', 'id'], ['user_id=a&user_id=b&id=1', 'user_id'], ['user_id=a&item_id=3&item_id=3', 'item_id']]) {

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { configOrExit } from './config.js'
@@ -32,7 +33,10 @@ await app.listen({ host: config.HOST, port: config.PORT }).catch(async (error: u
   exitOnStartFailure(error)
 })
 
-// Where to go, for a person: plain text on a terminal, an info log line (same text) otherwise.
-const line = await startupLine(app)
-if (process.stdout.isTTY) process.stdout.write(`${line}\n`)
-else app.log.info(line)
+// Where to go, for a person: plain text on a terminal, an info log line (same text) otherwise;
+// once per service, not once per worker of `npm run start:cluster`.
+if (cluster.worker === undefined || cluster.worker.id === 1) {
+  const line = await startupLine(app)
+  if (process.stdout.isTTY) process.stdout.write(`${line}\n`)
+  else app.log.info(line)
+}

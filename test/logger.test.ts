@@ -26,6 +26,12 @@ test('the service logger redacts secret headers and keeps the rest', () => {
   assert.deepEqual(warning.headers, { authorization: '[redacted]', host: 'x' })
 })
 
+test('the service logger options carry the checkout-code filter (src/log-redaction.ts)', () => {
+  const { log, lines } = capture('info')
+  log.info({ req: { url: '/purchase?code=q1mHh2p1oN2wq0mVf3c3Zw' } }, 'request')
+  assert.equal((lines[0] as { req: { url: string } }).req.url, '/purchase?code=[redacted]')
+})
+
 test('LOG_LEVEL sets the level', () => {
   const { log, lines } = capture('warn')
   log.info('not shown')

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import pg from 'pg'
+import { startService, waitFor, type Service } from './fault-kit.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from './helpers.js'
+
+/**
+ * Edges of the top of the hour found in review: what one instance's trouble does to the others,
+ * instances whose clocks disagree, and answers read across the boundary.
+ */
+
+const H14 = Date.parse('2031-03-04T14:00:00.000Z')
+
+const libfaketime = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'
+
+test('an instance frozen in the middle of a preparation does not keep the other instances from opening the hour', { skip: !existsSync(libfaketime) && !process.env.CI && 'needs libfaketime (Debian package faketime; .ci/run installs it)' }, async (t) => {
+  const config = isolatedConfig(t, { SALE_PREPARE_SECONDS: 55, PG_QUERY_TIMEOUT_MS: 1000 })
+  const clock = new TestClock(H14 - 120_000) // 13:58: the healthy instance prepares 13:00 only
+  const healthy = await buildTestApp(t, config, clock)
+
+  // A second instance, a real process whose clock starts at 13:58:55: it prepares 14:00 at 13:59:05.
+  // Its preparation is made to wait for the lock until the process is frozen (SIGSTOP: a long GC
+  // or VM pause, a host that stops answering) inside it; then the lock is its.
+  const holder = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}` })
+  await holder.connect()
+  let frozen: Service | null = null
+  try {
+    await holder.query('BEGIN')
+    await holder.query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.sales'))")
+    const service = await startService(t, config, {
+      env: { SALE_PREPARE_SECONDS: '55', LD_PRELOAD: libfaketime, FAKETIME: '@2031-03-04 13:58:55', FAKETIME_DONT_FAKE_MONOTONIC: '1' }
+    })
+    await waitFor(async () => (await holder.query(
+      `SELECT 1 FROM pg_locks w JOIN pg_locks h ON h.locktype = w.locktype AND h.classid = w.classid AND h.objid = w.objid AND h.objsubid = w.objsubid
+       WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted AND h.pid = pg_backend_pid()`)).rowCount === 1, 15_000)
+    service.child.kill('SIGSTOP')
+    frozen = service
+  } finally {
+    await holder.query('COMMIT').catch(() => {})
+    await holder.end()
+  }
+  assert.ok(frozen !== null)
+  const { child, url } = frozen
+
+  clock.set('2031-03-04T13:59:10.000Z') // the healthy instance's ticks now prepare 14:00
+  await sleep(2000)
+  clock.set('2031-03-04T14:00:00.000Z')
+  const answers: string[] = []
+  await waitFor(async () => {
+    const res = await checkout(healthy, 'user_id=a&id=1')
+    answers.push(`${res.statusCode} ${res.json().error ?? ''}`)
+    return res.statusCode === 200
+  }, 8000).catch(() => {
+    assert.fail(`the healthy instance never opened 14:00 while the other one was frozen: ${[...new Set(answers)].join(', ')} (${answers.length} tries)`)
+  })
+
+  // And the frozen one, thawed, carries on (its clock is past 14:00 too by now): it sells, it did not crash.
+  child.kill('SIGCONT')
+  await waitFor(async () => (await fetch(`${url}/checkout?user_id=b&id=2`, { method: 'POST' })).status === 200, 5000)
+  assert.equal(child.exitCode, null, 'the thawed instance is still running')
+})
+
+test('one instance a second behind another at 14:00: the 13:00 sale does not go on selling after another instance closed it', async (t) => {
+  const config = isolatedConfig(t, { CHECKOUT_TTL_SECONDS: 600 })
+  const ahead = new TestClock(H14 - 30_000)
+  const behind = new TestClock(0, () => ahead.ms - 1000) // NTP off by a second, a VM resumed late
+  const [fast, slow] = await Promise.all([buildTestApp(t, config, ahead), buildTestApp(t, config, behind)])
+
+  const { code: code13 } = (await checkout(slow, 'user_id=a&id=1')).json()
+  ahead.set('2031-03-04T14:00:00.500Z') // the slow instance reads 13:59:59.500
+
+  const overOnFast = await purchase(fast, code13)
+  assert.equal(overOnFast.json().error, 'sale_over', 'the fast instance says the 13:00 sale is over')
+  const onSlow = await purchase(slow, code13)
+  assert.equal(onSlow.statusCode, 410, `the same code, half a second later, on the other instance: ${onSlow.body}`)
+})
+
+test('a code of the new sale is never told "sale over" by an instance whose clock is a second behind', async (t) => {
+  const config = isolatedConfig(t, { CHECKOUT_TTL_SECONDS: 600 })
+  const ahead = new TestClock(H14 - 30_000)
+  const behind = new TestClock(0, () => ahead.ms - 1000)
+  const [fast, slow] = await Promise.all([buildTestApp(t, config, ahead), buildTestApp(t, config, behind)])
+
+  ahead.set('2031-03-04T14:00:00.500Z') // the slow instance reads 13:59:59.500
+  const issued = await checkout(fast, 'user_id=b&id=2')
+  assert.equal(issued.statusCode, 200)
+  assert.equal(issued.json().sale_id, 2)
+  const res = await purchase(slow, issued.json().code)
+  assert.notEqual(res.json().error, 'sale_over', `a live code of sale 2 refused as over: ${res.body}`)
+})
+
+test('GET / read across 14:00:00.000 never names the current sale as the next one', async (t) => {
+  // The route reads the clock, then the service reads it again for the summary: let the hour
+  // turn between the two reads, as it does for one request in a few thousand at XX:00.
+  let reads = 0
+  let instant = H14 - 60_000
+  const clock = new TestClock(0, () => reads++ === 0 ? instant : instant + 1)
+  const app = await buildTestApp(t, isolatedConfig(t, { SALE_PREPARE_SECONDS: 300 }), clock)
+  instant = H14 - 1
+  reads = 0
+  const root = (await app.inject('/')).json()
+  assert.notEqual(root.next_sale.id, root.sale.id, `sale ${root.sale.id} and next_sale ${JSON.stringify(root.next_sale)}`)
+})

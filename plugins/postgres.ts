@@ -14,7 +14,7 @@ export default fp(async (fastify) => {
   const { config } = fastify
   await fastify.register(fastifyPostgres, {
     connectionString: config.DATABASE_URL,
-    options: `-c search_path=${config.DATABASE_SCHEMA}`,
+    options: `-c search_path=${config.DATABASE_SCHEMA} -c idle_in_transaction_session_timeout=${config.PG_QUERY_TIMEOUT_MS}`,
     max: config.PG_POOL_MAX,
     connectionTimeoutMillis: config.PG_CONNECT_TIMEOUT_MS,
     // The server cancels a statement past the deadline (so a purchase the client gave up on cannot

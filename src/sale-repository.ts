@@ -37,6 +37,10 @@ export class SaleRepository {
     const existing = await this.findSale(startsAt)
     if (existing !== null) return existing
     const client = await this.pool.connect()
+    // The server may end this session between two statements (idle_in_transaction_session_timeout
+    // after a stall): the next query fails instead of an unhandled 'error' event ending the process.
+    const ignoreSessionEnd = () => {}
+    client.on('error', ignoreSessionEnd)
     try {
       await client.query('BEGIN')
       await client.query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.sales'))")
@@ -63,6 +67,7 @@ export class SaleRepository {
       await client.query('ROLLBACK').catch(() => {})
       throw error
     } finally {
+      client.off('error', ignoreSessionEnd)
       client.release()
     }
     const sale = await this.findSale(startsAt)

@@ -39,7 +39,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/', { schema: rootSchema }, async () => {
     const now = fastify.sales.now()
-    const summary = await fastify.sales.summary()
+    const summary = await fastify.sales.summary(now)
     const nextOpensAt = saleWindow(now).endsAt
     const next = fastify.sales.preparedNextSale(now)
     return {

@@ -121,7 +121,7 @@ class SaleFeed {
     let status: SaleSnapshotT['status'] = 'live'
     let sale: SaleSnapshotT['sale'] = null
     try {
-      sale = presentSaleCounts(await withDeadline(sales.summary(), SUMMARY_DEADLINE_MS))
+      sale = presentSaleCounts(await withDeadline(sales.summary(now), SUMMARY_DEADLINE_MS))
     } catch {
       status = 'unavailable'
     }

@@ -382,9 +382,9 @@ export class SaleService {
     return givenBack
   }
 
-  /** Sold / held / left of the current sale. */
-  async summary (): Promise<SaleSummary> {
-    const sale = await this.currentSale(this.now()).catch(toUnavailable)
+  /** Sold / held / left of the sale open at `now` (the caller's reading of the clock, so what it shows next to it agrees). */
+  async summary (now = this.now()): Promise<SaleSummary> {
+    const sale = await this.currentSale(now).catch(toUnavailable)
     const counts = await this.#decide(sale, () => this.#deps.inventory.counts(sale), (c) => c.items === 0).catch(toUnavailable)
     return { sale, ...counts, left: counts.items - counts.sold - counts.held }
   }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import pg from 'pg'
 import { startService, waitFor, type Service } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from './helpers.js'
@@ -11,6 +13,7 @@ import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from './h
  * instances whose clocks disagree, and answers read across the boundary.
  */
 
+const run = promisify(execFile)
 const H14 = Date.parse('2031-03-04T14:00:00.000Z')
 
 const libfaketime = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'
@@ -102,4 +105,21 @@ test('GET / read across 14:00:00.000 never names the current sale as the next on
   reads = 0
   const root = (await app.inject('/')).json()
   assert.notEqual(root.next_sale.id, root.sale.id, `sale ${root.sale.id} and next_sale ${JSON.stringify(root.next_sale)}`)
+})
+
+test('npm run sale:status shows what became of the previous sale, not only the current one', async (t) => {
+  const config = isolatedConfig(t, { SALE_ITEMS: 20, USER_LIMIT: 3, CHECKOUT_TTL_SECONDS: 600 })
+  const clock = new TestClock(Date.now() - 3_600_000) // the previous hour, by the wall clock the command reads
+  const app = await buildTestApp(t, config, clock)
+  const { code } = (await checkout(app, 'user_id=alice&id=1')).json()
+  assert.equal((await purchase(app, code)).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=bob&id=2')).statusCode, 200) // a hold that dies with its sale
+  clock.set(new Date().toISOString())
+  assert.equal((await checkout(app, 'user_id=carol&id=3')).json().sale_id, 2)
+
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/sale-status.ts'], {
+    env: { ...process.env, DATABASE_URL: config.DATABASE_URL, DATABASE_SCHEMA: config.DATABASE_SCHEMA }
+  })
+  assert.match(stdout, /sale 2: .*\(open, \d+ min left\)/)
+  assert.match(stdout, /sale 1: .*\(closed\)/, `the previous sale is listed too:\n${stdout}`)
 })

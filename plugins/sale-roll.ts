@@ -25,7 +25,19 @@ export default fp(async (fastify) => {
     }
   }
   await sales.prepareAhead()
-  const task = cron.schedule('* * * * * *', tick, { timezone: 'UTC', noOverlap: true, name: 'sale-prepare' })
+  // Missed and overlapped ticks are expected (that is the point of preparing ahead): node-cron's
+  // own warnings about them go to our logger at debug, not to the console every second.
+  const task = cron.schedule('* * * * * *', tick, {
+    timezone: 'UTC',
+    noOverlap: true,
+    name: 'sale-prepare',
+    logger: {
+      info: (msg) => log.debug(msg),
+      warn: (msg) => log.debug(msg),
+      error: (msg, err) => log.error({ err }, String(msg)),
+      debug: (msg) => log.debug(String(msg))
+    }
+  })
   fastify.addHook('onClose', async () => {
     await task.destroy()
   })

@@ -15,13 +15,8 @@ declare module 'fastify' {
   }
 }
 
-export interface SalesPluginOptions {
-  /** The clock; tests inject one to cross hour boundaries without waiting. */
-  now?: () => number
-}
-
 /** Wires the sale service (Redis decides, Postgres records) and sweeps expired holds. */
-export default fp<SalesPluginOptions>(async (fastify, opts) => {
+export default fp(async (fastify) => {
   const { config, log } = fastify
   const pool = fastify.pg.pool
   const batching = {
@@ -46,7 +41,7 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
       checkoutTtlMs: config.CHECKOUT_TTL_SECONDS * 1000,
       prepareAheadMs: config.SALE_PREPARE_SECONDS * 1000
     },
-    now: opts.now ?? Date.now,
+    now: fastify.clock.now,
     repository: new SaleRepository(pool),
     inventory: new Inventory(fastify.redis),
     checkoutLog,
@@ -90,4 +85,4 @@ export default fp<SalesPluginOptions>(async (fastify, opts) => {
     fastify.redis.off('ready', onRedisReady)
     await Promise.all([checkoutLog.close(), purchaseLog.close()])
   })
-}, { name: 'sales', dependencies: ['config', 'postgres', 'redis', 'metrics'] })
+}, { name: 'sales', dependencies: ['config', 'postgres', 'redis', 'clock', 'metrics'] })

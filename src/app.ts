@@ -10,6 +10,7 @@ import postgresPlugin from '../plugins/postgres.js'
 import redisPlugin from '../plugins/redis.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import securityPlugin, { setSecurityHeaders } from '../plugins/security.js'
+import clockPlugin from '../plugins/clock.js'
 import salesPlugin from '../plugins/sales.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
 import metricsPlugin from '../plugins/metrics.js'
@@ -21,7 +22,7 @@ import metricsRoutes from '../routes/metrics.js'
 import salePageRoutes from '../routes/sale-page.js'
 
 export interface BuildOptions {
-  /** Injectable clock (ms since epoch); defaults to Date.now. */
+  /** Injectable clock (ms since epoch); defaults to Redis's clock, shared by every instance. */
   now?: () => number
   /** Extra Fastify options (tests pass `logger: false`). */
   fastify?: FastifyServerOptions
@@ -32,7 +33,7 @@ export interface BuildOptions {
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
  * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> metrics -> rate limits -> sales -> roll.
+ * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> sales -> roll.
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -85,9 +86,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.addHook('onRequest', (_request, _reply, done) => done(closing ? new ServiceUnavailable('shutting_down') : undefined))
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
+  await app.register(clockPlugin, { now: options.now })
   await app.register(metricsPlugin)
   await app.register(rateLimitPlugin)
-  await app.register(salesPlugin, { now: options.now })
+  await app.register(salesPlugin)
   await app.register(saleRollPlugin)
   // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).
   await app.register(openapiPlugin)

@@ -36,6 +36,12 @@ export const ConfigSchema = Type.Object({
    * How long before XX:00 the next sale is created in Postgres and seeded in Redis. Preparing is
    * not opening (the clock opens it); the lead only has to outlast a stall or an outage at XX:59.
    */
+  /**
+   * Whose clock opens and closes the sales: `redis` (every instance measures its offset to Redis's
+   * TIME each second, so instances agree on XX:00 whatever their own clocks say) or `local` (this
+   * host's clock: instances must be kept in step by NTP).
+   */
+  CLOCK_SOURCE: Type.Union([Type.Literal('redis'), Type.Literal('local')], { default: 'redis' }),
   SALE_PREPARE_SECONDS: Type.Integer({ minimum: 1, maximum: 3000, default: 300 }),
   /** How often expired reservations are swept back into stock. */
   RELEASE_INTERVAL_MS: Type.Integer({ minimum: 50, default: 1000 }),

@@ -41,6 +41,7 @@ test('npm run migrate creates the tables; npm run sale:status reports the sale f
     sold: 1,
     held: 1,
     left: 18,
+    unredeemed_codes: 0,
     buyers: 1,
     user_limit: 3,
     revenue: price / 100,
@@ -104,7 +105,7 @@ test("the image's start command and HEALTHCHECK work as written, outside Docker"
   const { stdout: json } = await run('sh', ['-c', 'npx --no-install flash-sale status --json | node -e "process.stdout.write(JSON.stringify(JSON.parse(require(\'fs\').readFileSync(0, \'utf8\')).sales[0]))"'],
     { env: containerEnv })
   assert.deepEqual({ ...JSON.parse(json), opens_at: undefined, closes_at: undefined, id: undefined, revenue: undefined },
-    { id: undefined, state: 'open', opens_at: undefined, closes_at: undefined, items: 10000, sold: 0, held: 1, left: 9999, buyers: 0, user_limit: 10, revenue: undefined, checkout_attempts: { total: 1, by_outcome: { accepted: 1 } } })
+    { id: undefined, state: 'open', opens_at: undefined, closes_at: undefined, items: 10000, sold: 0, held: 1, left: 9999, unredeemed_codes: 0, buyers: 0, user_limit: 10, revenue: undefined, checkout_attempts: { total: 1, by_outcome: { accepted: 1 } } })
 
   child.kill('SIGTERM')
   assert.equal(await exited, 0, 'SIGTERM (docker stop) exits cleanly')

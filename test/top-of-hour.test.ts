@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Inventory } from '../src/inventory.js'
 import { canSwitchUser, dedicatedPostgres, query, startService, waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
@@ -158,7 +159,7 @@ test('a service frozen (SIGSTOP) across the hour sells the new sale within a sec
   // prepared when it freezes at 13:59:58, and it thaws at 14:00:03 with every timer missed.
   const config = isolatedConfig(t, { SALE_ITEMS: 50 })
   const service = await startService(t, config, {
-    env: { SALE_PREPARE_SECONDS: '1', LD_PRELOAD: libfaketime, FAKETIME: '@2031-03-04 13:59:52', FAKETIME_DONT_FAKE_MONOTONIC: '1' }
+    env: { SALE_PREPARE_SECONDS: '1', CLOCK_SOURCE: 'local', LD_PRELOAD: libfaketime, FAKETIME: '@2031-03-04 13:59:52', FAKETIME_DONT_FAKE_MONOTONIC: '1' }
   })
   const serviceNow = async () => Date.parse(((await (await fetch(service.url)).json()) as { now: string }).now)
   const offset = await serviceNow() - Date.now()
@@ -174,4 +175,16 @@ test('a service frozen (SIGSTOP) across the hour sells the new sale within a sec
   assert.ok(performance.now() - started < 1000, 'within a second of resuming')
   const [sale] = await query<{ starts_at: Date }>(config, 'SELECT starts_at FROM sales WHERE id = $1', [body.sale_id])
   assert.equal(sale?.starts_at.getTime(), H14)
+})
+
+test('the decision script itself keeps a prepared sale shut until its start and after its end', async (t) => {
+  const clock = new TestClock(H14 - 60_000)
+  const app = await buildTestApp(t, isolatedConfig(t), clock)
+  const next = app.sales.preparedNextSale()
+  assert.ok(next !== null, 'prepared a minute ahead')
+  const inventory = new Inventory(app.redis)
+  const reserve = (now: number, code: string) => inventory.reserveItem(next, 'u', 1, code, now, now + 60_000)
+  assert.equal(await reserve(H14 - 1, 'early-code-0000000000'), 'not_open')
+  assert.equal(await reserve(next.endsAt, 'late-code-00000000000'), 'no_active_sale')
+  assert.equal(await reserve(H14, 'first-code-0000000000'), 'ok')
 })

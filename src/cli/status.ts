@@ -13,6 +13,9 @@ const stateOf = (sale: SaleReport, now: number): 'upcoming' | 'open' | 'closed' 
 
 const total = (attempts: Record<string, number>): number => Object.values(attempts).reduce((a, b) => a + b, 0)
 
+/** Checkout codes of the sale that never bought: expired, voided, or alive when the sale ended (they die with it). */
+const unredeemed = (sale: SaleReport): number => (sale.attempts.accepted ?? 0) - sale.sold - sale.held
+
 /** The machine-readable report (`--json`). */
 export function statusDocument (sales: SaleReport[], now: number) {
   return {
@@ -26,6 +29,7 @@ export function statusDocument (sales: SaleReport[], now: number) {
       sold: sale.sold,
       held: sale.held,
       left: sale.items - sale.sold - sale.held,
+      unredeemed_codes: unredeemed(sale),
       buyers: sale.buyers,
       user_limit: sale.userLimit,
       revenue: toPrice(sale.revenueCents),
@@ -44,7 +48,10 @@ function describeSale (sale: SaleReport, now: number): string {
     : state === 'upcoming' ? `opens in ${Math.ceil((sale.startsAt - now) / 60_000)} min` : 'closed'
   return [
     `sale ${sale.id}: ${utc(sale.startsAt)} to ${utc(sale.endsAt)} (${when})`,
-    `items ${count(sale.items)}   sold ${count(sale.sold)}   held ${count(sale.held)}   left ${count(sale.items - sale.sold - sale.held)}`,
+    state === 'closed'
+      // A sale's unsold items and unredeemed holds end with it: nothing carries over to the next hour.
+      ? `items ${count(sale.items)}   sold ${count(sale.sold)}   unsold ${count(sale.items - sale.sold)}   codes never redeemed ${count(unredeemed(sale))} (ended with the sale)`
+      : `items ${count(sale.items)}   sold ${count(sale.sold)}   held ${count(sale.held)}   left ${count(sale.items - sale.sold - sale.held)}`,
     `buyers ${count(sale.buyers)} (limit ${sale.userLimit} each)   revenue ${(sale.revenueCents / 100).toFixed(2)}`,
     `checkout attempts ${count(total(sale.attempts))}: ` +
       (Object.entries(sale.attempts).map(([outcome, n]) => `${outcome} ${count(n)}`).join(', ') || 'none')

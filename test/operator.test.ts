@@ -28,7 +28,11 @@ test('npm run migrate creates the tables; npm run sale:status reports the sale f
   assert.equal((await checkout(app, 'user_id=bob&id=2')).statusCode, 200)
   assert.equal((await checkout(app, 'user_id=carol&id=1')).statusCode, 409)
 
-  const { sales: [report, ...older], generated_at: generatedAt } = JSON.parse((await cli('flash-sale', config, 'status', '--json')).stdout)
+  const { sales, generated_at: generatedAt } = JSON.parse((await cli('flash-sale', config, 'status', '--json')).stdout) as { sales: Array<{ state: string, id: number, opens_at: string, closes_at: string }>, generated_at: string }
+  // The open sale, and at most the next one, prepared ahead in the last SALE_PREPARE_SECONDS of the hour.
+  const report = sales.find((sale) => sale.state === 'open')
+  const older = sales.filter((sale) => sale !== report && sale.state !== 'upcoming')
+  assert.ok(report !== undefined)
   const [{ price } = { price: NaN }] = await sql<{ price: number }>(app, 'SELECT price_cents AS price FROM items WHERE id = 1')
   assert.deepEqual(older, [], 'one sale so far')
   assert.ok(Math.abs(Date.parse(generatedAt) - Date.now()) < 60_000)
@@ -102,7 +106,7 @@ test("the image's start command and HEALTHCHECK work as written, outside Docker"
   assert.match(started?.msg ?? '', /; sale \d+ open until \d\d:00 UTC: 10,000 items, 0 sold, 0 held, 10,000 left$/)
 
   // The package's bin, as an operator runs it from the built tree: its stdout is one JSON document.
-  const { stdout: json } = await run('sh', ['-c', 'npx --no-install flash-sale status --json | node -e "process.stdout.write(JSON.stringify(JSON.parse(require(\'fs\').readFileSync(0, \'utf8\')).sales[0]))"'],
+  const { stdout: json } = await run('sh', ['-c', 'npx --no-install flash-sale status --json | node -e "process.stdout.write(JSON.stringify(JSON.parse(require(\'fs\').readFileSync(0, \'utf8\')).sales.find((sale) => sale.state === \'open\')))"'],
     { env: containerEnv })
   assert.deepEqual({ ...JSON.parse(json), opens_at: undefined, closes_at: undefined, id: undefined, revenue: undefined },
     { id: undefined, state: 'open', opens_at: undefined, closes_at: undefined, items: 10000, sold: 0, held: 1, left: 9999, unredeemed_codes: 0, buyers: 0, user_limit: 10, revenue: undefined, checkout_attempts: { total: 1, by_outcome: { accepted: 1 } } })

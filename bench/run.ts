@@ -154,6 +154,13 @@ const countRefusal = (refusals: Record<string, number>, status: number, body: st
 /** The sale a successful checkout or purchase answer belongs to. */
 const saleOf = (body: string): number => Number(/"sale_id":(\d+)/.exec(body)?.[1])
 
+/** The host's count of connections dropped because a listen queue was full (TcpExt ListenOverflows). */
+function listenOverflows (): number {
+  const [names, values] = readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((line) => line.startsWith('TcpExt:'))
+  const i = names?.split(' ').indexOf('ListenOverflows') ?? -1
+  return i < 0 ? NaN : Number(values?.split(' ')[i])
+}
+
 const bump = (counts: Map<number, number>, key: number) => counts.set(key, (counts.get(key) ?? 0) + 1)
 
 const run = (opts: autocannon.Options) => {
@@ -359,6 +366,7 @@ async function sellout (): Promise<{ row: Row, expect: Expectation }> {
     console.log(`\n▶ sell-out: checkout + purchase of ${SELLOUT_ITEMS} items, ${SELLOUT_CONNECTIONS} connections`)
     const meter = meterFor(service.child)
     meter.start()
+    const overflowsBefore = listenOverflows()
     const { instance, done } = run({
       url: service.url,
       connections: SELLOUT_CONNECTIONS,
@@ -432,7 +440,7 @@ async function sellout (): Promise<{ row: Row, expect: Expectation }> {
     const cpu = meter.perRequest(result.requests.total)
     const seconds = soldOutAt ? (soldOutAt - started) / 1000 : NaN
     const peak = rssMb(service.child.pid as number)
-    return { row: row('sell-out checkout+purchase', result, refusals, cpu, { idle, peak }, { sellOutSeconds: seconds }), expect }
+    return { row: row('sell-out checkout+purchase', result, refusals, cpu, { idle, peak }, { sellOutSeconds: seconds, listenOverflows: listenOverflows() - overflowsBefore }), expect }
   } finally {
     await stop(service.child)
   }
@@ -515,7 +523,8 @@ async function main (): Promise<void> {
   const cpuRatio = s && b ? s.row.cpuUsPerRequest.service / b.cpuUsPerRequest.service : null
   console.log(`\nservice CPU per checkout / bare route CPU per request: ${cpuRatio === null ? '-' : cpuRatio.toFixed(2)}` +
     `   stampede / bare req/s: ${throughputRatio === null ? '-' : (throughputRatio * 100).toFixed(0)}%` +
-    `   sell-out of ${SELLOUT_ITEMS} items: ${o?.row.extra?.sellOutSeconds ?? '-'} s`)
+    `   sell-out of ${SELLOUT_ITEMS} items: ${o?.row.extra?.sellOutSeconds ?? '-'} s` +
+    (o ? ` (connections dropped by a full listen queue, host-wide: ${o.row.extra?.listenOverflows})` : ''))
 
   console.log('\nverifying invariants in Postgres, sale by sale')
   const failures: string[] = []

@@ -71,6 +71,13 @@ export const ConfigSchema = Type.Object({
   /** Behind a proxy or load balancer: take the client IP from X-Forwarded-For (Fastify `trustProxy`). */
   TRUST_PROXY: Type.Boolean({ default: false }),
 
+  /**
+   * Pending connections the kernel queues for accept() (capped by net.core.somaxconn). Node's
+   * default of 511 is below a crowd of 1,000 connecting at once: the rest see their SYN dropped
+   * and retry after ~1 s, or fail.
+   */
+  LISTEN_BACKLOG: Type.Integer({ minimum: 1, maximum: 65_535, default: 4096 }),
+
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
 
   /**

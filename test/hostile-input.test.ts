@@ -224,6 +224,21 @@ test('the per-IP limit counts every user (and malformed requests) from one addre
   assertRateLimited(await from('2001:db8::4', 'user_id=g&id=7'), 60)
 })
 
+test('with the default abuse limits a checkout is one Redis call: the per-user count rides on the decision', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  assert.equal((await checkout(app, 'user_id=warmup&id=1')).statusCode, 200)
+  const sent: string[] = []
+  const sendCommand = app.redis.sendCommand.bind(app.redis)
+  app.redis.sendCommand = (command, stream) => {
+    sent.push(command.name)
+    return sendCommand(command, stream)
+  }
+  t.after(() => { app.redis.sendCommand = sendCommand })
+  assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 409)
+  assert.deepEqual(sent, ['evalsha', 'evalsha'], 'one reservation script per checkout, nothing else')
+})
+
 test('limits of 0 are off: nothing is counted', async (t) => {
   const config = isolatedConfig(t, { RATE_LIMIT_PER_IP: 0, RATE_LIMIT_PER_USER: 0 })
   const app = await buildTestApp(t, config, new TestClock(Date.parse(T0)))

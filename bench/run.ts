@@ -174,6 +174,22 @@ const run = (opts: autocannon.Options) => {
   return { instance, done }
 }
 
+/** Runs autocannon and measures each process's CPU per request meanwhile. */
+async function measured (child: ChildProcess, opts: autocannon.Options): Promise<{ result: autocannon.Result, cpu: ProcessCpu }> {
+  const meter = meterFor(child)
+  meter.start()
+  const result = await run(opts).done
+  return { result, cpu: meter.perRequest(result.requests.total) }
+}
+
+/**
+ * A fixed offered rate. autocannon's coordinated-omission correction assumes one request per ms
+ * per connection whatever the rate and adds made-up samples to every answer slower than 1 ms; the
+ * offered rate is fixed anyway, so it is off.
+ */
+const fixedRate = (url: string, rate: number): autocannon.Options =>
+  ({ url, connections: LATENCY_CONNECTIONS, overallRate: rate, ignoreCoordinatedOmission: true })
+
 /** What the bench expects of one service's records in Postgres, sale by sale. */
 interface Expectation {
   service: Service
@@ -191,6 +207,10 @@ interface Expectation {
   holdsOutliveRun: boolean
 }
 
+/** Only the sell-out runs with a checkout TTL shorter than itself (and runs until it sells out). */
+const expectation = (service: Service, connections: number, sellsOut: boolean): Expectation =>
+  ({ service, checkoutsSent: 0, connections, acceptedBySale: new Map(), soldBySale: new Map(), sellsOut, holdsOutliveRun: !sellsOut })
+
 /** What one autocannon connection remembers between its checkout and its purchase. */
 interface Flow { item?: number, code?: string, epoch?: number }
 
@@ -200,10 +220,8 @@ async function bare (): Promise<Row> {
   try {
     const idle = rssMb(child.pid as number, 'VmRSS')
     console.log(`\n▶ bare Fastify route, ${CONNECTIONS} connections, ${DURATION_S} s`)
-    const meter = meterFor(child)
-    meter.start()
-    const result = await run({ url: `${url}/checkout?user_id=u1&id=1`, method: 'POST', connections: CONNECTIONS, duration: DURATION_S }).done
-    return row('bare fastify route', result, {}, meter.perRequest(result.requests.total), { idle, peak: rssMb(child.pid as number) })
+    const { result, cpu } = await measured(child, { url: `${url}/checkout?user_id=u1&id=1`, method: 'POST', connections: CONNECTIONS, duration: DURATION_S })
+    return row('bare fastify route', result, {}, cpu, { idle, peak: rssMb(child.pid as number) })
   } finally {
     await stop(child)
   }
@@ -213,13 +231,11 @@ async function bare (): Promise<Row> {
 async function stampede (): Promise<{ row: Row, expect: Expectation }> {
   const service = await startService('stampede', STAMPEDE_ITEMS)
   const refusals: Record<string, number> = {}
-  const expect: Expectation = { service, checkoutsSent: 0, connections: CONNECTIONS, acceptedBySale: new Map(), soldBySale: new Map(), sellsOut: false, holdsOutliveRun: true }
+  const expect = expectation(service, CONNECTIONS, false)
   try {
     const idle = rssMb(service.child.pid as number, 'VmRSS')
     console.log(`\n▶ stampede: POST /checkout, random users and items, ${CONNECTIONS} connections, ${DURATION_S} s`)
-    const meter = meterFor(service.child)
-    meter.start()
-    const result = await run({
+    const { result, cpu } = await measured(service.child, {
       url: service.url,
       connections: CONNECTIONS,
       duration: DURATION_S,
@@ -234,8 +250,7 @@ async function stampede (): Promise<{ row: Row, expect: Expectation }> {
           else countRefusal(refusals, status, body)
         }
       }]
-    }).done
-    const cpu = meter.perRequest(result.requests.total)
+    })
     return { row: row('stampede checkout', result, refusals, cpu, { idle, peak: rssMb(service.child.pid as number) }), expect }
   } finally {
     await stop(service.child)
@@ -249,22 +264,15 @@ async function stampede (): Promise<{ row: Row, expect: Expectation }> {
  */
 async function latency (rate: number): Promise<{ rows: Row[], expect: Expectation }> {
   const service = await startService('latency', STAMPEDE_ITEMS)
-  const expect: Expectation = { service, checkoutsSent: 0, connections: LATENCY_CONNECTIONS, acceptedBySale: new Map(), soldBySale: new Map(), sellsOut: false, holdsOutliveRun: true }
+  const expect = expectation(service, LATENCY_CONNECTIONS, false)
   const codes: string[] = []
   const refusals: Record<string, number> = {}
   const purchaseRefusals: Record<string, number> = {}
   try {
     console.log(`\n▶ latency: POST /checkout at ${rate}/s for ${LATENCY_DURATION_S} s, then POST /purchase of its codes at ${rate}/s`)
     let nextItem = 0
-    const checkoutMeter = meterFor(service.child)
-    checkoutMeter.start()
-    const checkouts = await run({
-      url: service.url,
-      connections: LATENCY_CONNECTIONS,
-      overallRate: rate,
-      // autocannon's correction assumes one request per ms per connection whatever the rate and
-      // adds made-up samples to every answer slower than 1 ms; the offered rate is fixed anyway.
-      ignoreCoordinatedOmission: true,
+    const checkouts = await measured(service.child, {
+      ...fixedRate(service.url, rate),
       duration: LATENCY_DURATION_S,
       requests: [{
         method: 'POST',
@@ -280,19 +288,11 @@ async function latency (rate: number): Promise<{ rows: Row[], expect: Expectatio
           codes.push((JSON.parse(body) as { code: string }).code)
         }
       }]
-    }).done
-    const checkoutCpu = checkoutMeter.perRequest(checkouts.requests.total)
+    })
     if (codes.length === 0) throw new Error('latency: no checkout was accepted, nothing to purchase')
     let nextCode = 0
-    const purchaseMeter = meterFor(service.child)
-    purchaseMeter.start()
-    const purchases = await run({
-      url: service.url,
-      connections: LATENCY_CONNECTIONS,
-      overallRate: rate,
-      // autocannon's correction assumes one request per ms per connection whatever the rate and
-      // adds made-up samples to every answer slower than 1 ms; the offered rate is fixed anyway.
-      ignoreCoordinatedOmission: true,
+    const purchases = await measured(service.child, {
+      ...fixedRate(service.url, rate),
       amount: codes.length,
       requests: [{
         method: 'POST',
@@ -302,13 +302,12 @@ async function latency (rate: number): Promise<{ rows: Row[], expect: Expectatio
           else countRefusal(purchaseRefusals, status, body)
         }
       }]
-    }).done
-    const purchaseCpu = purchaseMeter.perRequest(purchases.requests.total)
+    })
     const peak = rssMb(service.child.pid as number)
     return {
       rows: [
-        row(`checkout at ${rate}/s`, checkouts, refusals, checkoutCpu, { idle: null, peak }),
-        row(`purchase at ${rate}/s`, purchases, purchaseRefusals, purchaseCpu, { idle: null, peak })
+        row(`checkout at ${rate}/s`, checkouts.result, refusals, checkouts.cpu, { idle: null, peak }),
+        row(`purchase at ${rate}/s`, purchases.result, purchaseRefusals, purchases.cpu, { idle: null, peak })
       ],
       expect
     }
@@ -332,7 +331,7 @@ async function sellout (): Promise<{ row: Row, expect: Expectation }> {
   // after a few seconds, so the sale sells out exactly whatever the client's luck.
   const service = await startService('sellout', SELLOUT_ITEMS, { CHECKOUT_TTL_SECONDS: String(SELLOUT_TTL_S) })
   const refusals: Record<string, number> = {}
-  const expect: Expectation = { service, checkoutsSent: 0, connections: SELLOUT_CONNECTIONS, acceptedBySale: new Map(), soldBySale: new Map(), sellsOut: true, holdsOutliveRun: false }
+  const expect = expectation(service, SELLOUT_CONNECTIONS, true)
   const shuffled = () => Array.from({ length: SELLOUT_ITEMS }, (_, i) => i + 1).sort(() => Math.random() - 0.5)
   /** Knowledge of the crowd about the current sale; `epoch` counts sales seen. */
   let epoch = 0

@@ -24,6 +24,7 @@ import autocannon from 'autocannon'
 import pg from 'pg'
 import { loadConfig } from '../src/config.js'
 import { CpuMeter, postmasterPid, redisPid, type ProcessCpu } from './cpu.js'
+import { paced, type PacedResult } from './paced.js'
 
 const smoke = process.argv.includes('--smoke')
 const clusterMode = process.argv.includes('--cluster')
@@ -35,10 +36,7 @@ const runs = (scenario: Scenario) => only === undefined || only.includes(scenari
 const DURATION_S = smoke ? 2 : 10
 const LATENCY_DURATION_S = smoke ? 1 : 5
 const CONNECTIONS = 200
-/**
- * Connections of the fixed-rate scenario: enough for its rate at a few ms each (Little's law),
- * few enough that autocannon's per-second quota per connection does not turn into bursts of 200.
- */
+/** Keep-alive connections of the fixed-rate scenario at most: its rate at a few ms each needs far fewer (Little's law). */
 const LATENCY_CONNECTIONS = 50
 const STAMPEDE_ITEMS = 10_000
 const SELLOUT_ITEMS = smoke ? 500 : 10_000
@@ -182,14 +180,6 @@ async function measured (child: ChildProcess, opts: autocannon.Options): Promise
   return { result, cpu: meter.perRequest(result.requests.total) }
 }
 
-/**
- * A fixed offered rate. autocannon's coordinated-omission correction assumes one request per ms
- * per connection whatever the rate and adds made-up samples to every answer slower than 1 ms; the
- * offered rate is fixed anyway, so it is off.
- */
-const fixedRate = (url: string, rate: number): autocannon.Options =>
-  ({ url, connections: LATENCY_CONNECTIONS, overallRate: rate, ignoreCoordinatedOmission: true })
-
 /** What the bench expects of one service's records in Postgres, sale by sale. */
 interface Expectation {
   service: Service
@@ -259,8 +249,8 @@ async function stampede (): Promise<{ row: Row, expect: Expectation }> {
 
 /**
  * Scenario 3: latency where it means something: checkouts, then purchases of the codes they got,
- * each at a fixed offered rate (autocannon `overallRate`) of half the stampede's maximum, so the
- * percentiles are service time rather than queueing.
+ * each at a fixed offered rate of half the stampede's maximum, sent open-loop (bench/paced.ts),
+ * so the percentiles are service time rather than queueing.
  */
 async function latency (rate: number): Promise<{ rows: Row[], expect: Expectation }> {
   const service = await startService('latency', STAMPEDE_ITEMS)
@@ -268,49 +258,57 @@ async function latency (rate: number): Promise<{ rows: Row[], expect: Expectatio
   const codes: string[] = []
   const refusals: Record<string, number> = {}
   const purchaseRefusals: Record<string, number> = {}
+  const pacedRow = (scenario: string, result: PacedResult, refused: Record<string, number>, cpu: ProcessCpu): Row => ({
+    scenario,
+    requests: result.answered,
+    reqPerSec: Math.round(result.answered / result.seconds),
+    p50: result.p50,
+    p97_5: result.p97_5,
+    p99: result.p99,
+    errors: result.errors,
+    timeouts: 0,
+    non2xx: Object.values(refused).reduce((a, b) => a + b, 0),
+    refusals: refused,
+    cpuUsPerRequest: cpu,
+    idleRssMb: null,
+    peakRssMb: rssMb(service.child.pid as number),
+    seconds: result.seconds
+  })
   try {
-    console.log(`\n▶ latency: POST /checkout at ${rate}/s for ${LATENCY_DURATION_S} s, then POST /purchase of its codes at ${rate}/s`)
-    let nextItem = 0
-    const checkouts = await measured(service.child, {
-      ...fixedRate(service.url, rate),
-      duration: LATENCY_DURATION_S,
-      requests: [{
-        method: 'POST',
-        setupRequest: (req) => {
-          expect.checkoutsSent++
-          // Items in turn, then random ones (refused: every item is held), as a crowd would.
-          const item = nextItem < STAMPEDE_ITEMS ? ++nextItem : 1 + Math.floor(Math.random() * STAMPEDE_ITEMS)
-          return { ...req, path: `/checkout?user_id=u${Math.floor(Math.random() * 1_000_000)}&id=${item}` }
-        },
-        onResponse: (status, body) => {
-          if (status !== 200) return countRefusal(refusals, status, body)
-          bump(expect.acceptedBySale, saleOf(body))
-          codes.push((JSON.parse(body) as { code: string }).code)
-        }
-      }]
+    console.log(`\n▶ latency: POST /checkout at ${rate}/s for ${LATENCY_DURATION_S} s, then POST /purchase of its codes at ${rate}/s (open loop)`)
+    const checkoutMeter = meterFor(service.child)
+    checkoutMeter.start()
+    const checkouts = await paced({
+      url: service.url,
+      rate,
+      count: rate * LATENCY_DURATION_S,
+      connections: LATENCY_CONNECTIONS,
+      // Items in turn, then random ones (refused: every item is held), as a crowd would.
+      path: (i) => `/checkout?user_id=u${Math.floor(Math.random() * 1_000_000)}&id=${i < STAMPEDE_ITEMS ? i + 1 : 1 + Math.floor(Math.random() * STAMPEDE_ITEMS)}`,
+      onResponse: (status, body) => {
+        if (status !== 200) return countRefusal(refusals, status, body)
+        bump(expect.acceptedBySale, saleOf(body))
+        codes.push((JSON.parse(body) as { code: string }).code)
+      }
     })
+    expect.checkoutsSent = checkouts.sent
+    const checkoutRow = pacedRow(`checkout at ${rate}/s (fixed)`, checkouts, refusals, checkoutMeter.perRequest(checkouts.answered))
     if (codes.length === 0) throw new Error('latency: no checkout was accepted, nothing to purchase')
-    let nextCode = 0
-    const purchases = await measured(service.child, {
-      ...fixedRate(service.url, rate),
-      amount: codes.length,
-      requests: [{
-        method: 'POST',
-        setupRequest: (req) => ({ ...req, path: `/purchase?code=${codes[nextCode++ % codes.length]}` }),
-        onResponse: (status, body) => {
-          if (status === 200) bump(expect.soldBySale, saleOf(body))
-          else countRefusal(purchaseRefusals, status, body)
-        }
-      }]
+    const purchaseMeter = meterFor(service.child)
+    purchaseMeter.start()
+    const purchases = await paced({
+      url: service.url,
+      rate,
+      count: codes.length,
+      connections: LATENCY_CONNECTIONS,
+      path: (i) => `/purchase?code=${codes[i]}`,
+      onResponse: (status, body) => {
+        if (status === 200) bump(expect.soldBySale, saleOf(body))
+        else countRefusal(purchaseRefusals, status, body)
+      }
     })
-    const peak = rssMb(service.child.pid as number)
-    return {
-      rows: [
-        row(`checkout at ${rate}/s`, checkouts.result, refusals, checkouts.cpu, { idle: null, peak }),
-        row(`purchase at ${rate}/s`, purchases.result, purchaseRefusals, purchases.cpu, { idle: null, peak })
-      ],
-      expect
-    }
+    const purchaseRow = pacedRow(`purchase at ${rate}/s (fixed)`, purchases, purchaseRefusals, purchaseMeter.perRequest(purchases.answered))
+    return { rows: [checkoutRow, purchaseRow], expect }
   } finally {
     await stop(service.child)
   }

@@ -26,6 +26,9 @@ export interface CheckoutRateLimit {
   windowMs: number
 }
 
+/** No per-user abuse limit: nothing is counted. */
+export const NO_RATE_LIMIT: CheckoutRateLimit = { max: 0, windowMs: 1000 }
+
 export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }
   | { status: 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
@@ -120,7 +123,7 @@ export class Inventory {
    * The checkout decision, which first counts the try against the user's abuse limit: fixed
    * windows aligned on multiples of `windowMs`, one hash per window in the sale's slot.
    */
-  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit: CheckoutRateLimit): Promise<ReserveStatus> {
+  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus> {
     const windowEnds = now - (now % limit.windowMs) + limit.windowMs
     return this.#scripts.reserveItem(
       ...sale.keys, `${sale.tag}:rate:${windowEnds}`,

@@ -39,7 +39,8 @@ export default fp(async (fastify) => {
       itemCount: config.SALE_ITEMS,
       userLimit: config.USER_LIMIT,
       checkoutTtlMs: config.CHECKOUT_TTL_SECONDS * 1000,
-      prepareAheadMs: config.SALE_PREPARE_SECONDS * 1000
+      prepareAheadMs: config.SALE_PREPARE_SECONDS * 1000,
+      checkoutRateLimit: { max: config.RATE_LIMIT_PER_USER, windowMs: config.RATE_LIMIT_WINDOW_MS }
     },
     now: fastify.clock.now,
     repository: new SaleRepository(pool),

@@ -7,8 +7,9 @@ import { isoTime, presentItem } from '../src/presenters.js'
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/checkout', {
     schema: checkoutSchema,
-    // Abuse limits (per user, per IP) first: a limited request costs no attempt row.
-    onRequest: fastify.checkoutRateLimit,
+    // The per-IP abuse limit (when on) first: a limited request costs no attempt row. The
+    // per-user limit is counted by the checkout decision itself.
+    onRequest: fastify.checkoutIpLimit,
     // Invalid requests are checkout attempts too: record them before refusing.
     attachValidation: true
   }, async (request) => {

@@ -41,6 +41,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     logger: { ...loggerOptions(config), ...(options.logStream && { stream: options.logStream }) },
     logController: new LogController({ disableRequestLogging: !config.LOG_REQUESTS }),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // request.ip (the per-IP limit) from X-Forwarded-For only behind a proxy we were told to trust.
+    trustProxy: config.TRUST_PROXY,
     // Never answer a hanging request forever.
     requestTimeout: 30_000,
     // Requests that arrive while closing get our own 503 below, not Fastify's differently shaped one.

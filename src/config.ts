@@ -58,13 +58,25 @@ export const ConfigSchema = Type.Object({
    * a user can hold at most USER_LIMIT items, and the sell-out bench (5,000 random users at
    * ~10k req/s, about 2 req/s each) stays well under 50 per second; what it stops is one id
    * hammered in a loop, each try of which would otherwise cost a committed attempt row.
-   * Per IP is effectively off by default: without `trustProxy` every client behind a load
-   * balancer shares one IP, and a bench from one host runs 15k req/s; set it when clients
-   * reach the service directly.
+   * The per-user count is part of the checkout decision itself (one Redis call for both).
    */
   RATE_LIMIT_PER_USER: Type.Integer({ minimum: 0, default: 50 }),
-  RATE_LIMIT_PER_IP: Type.Integer({ minimum: 0, default: 1_000_000 }),
+  /**
+   * Per client IP. Unset, it is off unless TRUST_PROXY is set (then DEFAULT_RATE_LIMIT_PER_IP):
+   * without a trusted proxy naming the client, every client behind a load balancer shares its IP.
+   * Set it explicitly when clients reach the service directly. Off, it costs nothing.
+   */
+  RATE_LIMIT_PER_IP: Type.Optional(Type.Integer({ minimum: 0 })),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1000 }),
+  /** Behind a proxy or load balancer: take the client IP from X-Forwarded-For (Fastify `trustProxy`). */
+  TRUST_PROXY: Type.Boolean({ default: false }),
+
+  /**
+   * Pending connections the kernel queues for accept() (capped by net.core.somaxconn). Node's
+   * default of 511 is below a crowd of 1,000 connecting at once: the rest see their SYN dropped
+   * and retry after ~1 s, or fail.
+   */
+  LISTEN_BACKLOG: Type.Integer({ minimum: 1, maximum: 65_535, default: 4096 }),
 
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
 
@@ -77,6 +89,13 @@ export const ConfigSchema = Type.Object({
 })
 
 export type Config = Static<typeof ConfigSchema>
+
+/** Per-IP checkouts per window when TRUST_PROXY is set and RATE_LIMIT_PER_IP is not: 4× the per-user default. */
+export const DEFAULT_RATE_LIMIT_PER_IP = 200
+
+/** The per-IP limit in force (0 = off): see RATE_LIMIT_PER_IP. */
+export const perIpRateLimit = (config: Config): number =>
+  config.RATE_LIMIT_PER_IP ?? (config.TRUST_PROXY ? DEFAULT_RATE_LIMIT_PER_IP : 0)
 
 /** Reads and validates configuration; `overrides` win over the environment (tests, bench). */
 export function loadConfig (overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {

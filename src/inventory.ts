@@ -17,7 +17,17 @@ const SWEEP_BATCH = 1000
 
 export type ReserveStatus =
   | 'ok' | 'no_sale' | 'not_open' | 'no_active_sale' | 'unknown_item' | 'sold_out'
-  | 'item_sold' | 'item_reserved' | 'already_reserved_by_you' | 'user_limit_reached'
+  | 'item_sold' | 'item_reserved' | 'already_reserved_by_you' | 'user_limit_reached' | 'rate_limited'
+
+/** The per-user abuse limit, counted by the checkout decision itself (no round trip of its own). */
+export interface CheckoutRateLimit {
+  /** Checkouts a user may try per window; 0 = no limit. */
+  max: number
+  windowMs: number
+}
+
+/** No per-user abuse limit: nothing is counted. */
+export const NO_RATE_LIMIT: CheckoutRateLimit = { max: 0, windowMs: 1000 }
 
 export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }
@@ -46,16 +56,17 @@ interface SaleScripts {
   saleStats (...args: Arg[]): Promise<[number, number, number]>
 }
 
-const SCRIPTS: Record<keyof SaleScripts, { file: string, usesReleaseLib: boolean }> = {
-  initSale: { file: 'init-sale.lua', usesReleaseLib: false },
-  restoreCodes: { file: 'restore-codes.lua', usesReleaseLib: false },
-  reserveItem: { file: 'reserve-item.lua', usesReleaseLib: true },
-  redeemCode: { file: 'redeem-code.lua', usesReleaseLib: true },
-  undoRedeem: { file: 'undo-redeem.lua', usesReleaseLib: true },
-  voidPurchase: { file: 'void-purchase.lua', usesReleaseLib: true },
-  cancelReservation: { file: 'cancel-reservation.lua', usesReleaseLib: true },
-  releaseExpired: { file: 'release-expired.lua', usesReleaseLib: true },
-  saleStats: { file: 'sale-stats.lua', usesReleaseLib: false }
+/** Each script's file, the helper files (src/lua/lib/) prepended to it, and its key count. */
+const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
+  initSale: { file: 'init-sale.lua', libs: [], keys: 6 },
+  restoreCodes: { file: 'restore-codes.lua', libs: [], keys: 6 },
+  reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua'], keys: 7 },
+  redeemCode: { file: 'redeem-code.lua', libs: ['release.lua'], keys: 6 },
+  undoRedeem: { file: 'undo-redeem.lua', libs: ['release.lua'], keys: 6 },
+  voidPurchase: { file: 'void-purchase.lua', libs: ['release.lua'], keys: 6 },
+  cancelReservation: { file: 'cancel-reservation.lua', libs: ['release.lua'], keys: 6 },
+  releaseExpired: { file: 'release-expired.lua', libs: ['release.lua'], keys: 6 },
+  saleStats: { file: 'sale-stats.lua', libs: [], keys: 6 }
 }
 
 const luaDir = new URL('./lua/', import.meta.url)
@@ -63,10 +74,9 @@ const readLua = (file: string): string => readFileSync(new URL(file, luaDir), 'u
 
 /** Registers the sale scripts on a client; call once per client. */
 export function defineSaleScripts (redis: Redis): void {
-  const releaseLib = readLua('lib/release.lua')
-  for (const [name, { file, usesReleaseLib }] of Object.entries(SCRIPTS)) {
-    const body = readLua(file)
-    redis.defineCommand(name, { numberOfKeys: 6, lua: usesReleaseLib ? `${releaseLib}\n${body}` : body })
+  for (const [name, { file, libs, keys }] of Object.entries(SCRIPTS)) {
+    const lua = [...libs.map((lib) => readLua(`lib/${lib}`)), readLua(file)].join('\n')
+    redis.defineCommand(name, { numberOfKeys: keys, lua })
   }
 }
 
@@ -109,9 +119,15 @@ export class Inventory {
     await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.startsAt, sale.endsAt, keyExpiry, sold)
   }
 
-  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number): Promise<ReserveStatus> {
+  /**
+   * The checkout decision, which first counts the try against the user's abuse limit: fixed
+   * windows aligned on multiples of `windowMs`, one hash per window in the sale's slot.
+   */
+  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus> {
+    const windowEnds = now - (now % limit.windowMs) + limit.windowMs
     return this.#scripts.reserveItem(
-      ...sale.keys, userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS)
+      ...sale.keys, `${sale.tag}:rate:${windowEnds}`,
+      userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds)
   }
 
   async redeemCode (sale: Sale, code: string, now: number): Promise<RedeemResult> {

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { BatchWriter } from './batch-writer.js'
-import { SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
-import type { Inventory, SaleCounts } from './inventory.js'
+import { RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
+import type { CheckoutRateLimit, Inventory, SaleCounts } from './inventory.js'
 import type { CheckoutAttempt, PurchaseRecord } from './records.js'
 import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
 import type { SaleRepository } from './sale-repository.js'
@@ -14,6 +14,8 @@ export interface SaleRules {
   checkoutTtlMs: number
   /** How long before its opening the next hour's sale is prepared. */
   prepareAheadMs: number
+  /** The per-user abuse limit on checkout tries. */
+  checkoutRateLimit: CheckoutRateLimit
 }
 
 export interface Reservation {
@@ -241,13 +243,15 @@ export class SaleService {
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
     const status = await this.#orUnavailable(
-      this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt), (s) => s === 'no_sale'),
+      this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt, rules.checkoutRateLimit), (s) => s === 'no_sale'),
       { saleId: sale.id, userId, itemId, attemptedAt: now })
     if (status === 'no_sale') {
       await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
       throw new ServiceUnavailable('sale_restoring')
     }
     if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), { saleId: sale.id, userId, itemId, attemptedAt: now })
+    // An abuse-limited try costs no attempt row: a loop hammering one id is what the limit stops.
+    if (status === 'rate_limited') throw this.#rateLimited(now)
     if (status !== 'ok') return this.#refuseCheckout(status, { saleId: sale.id, userId, itemId, attemptedAt: now })
 
     try {
@@ -258,6 +262,12 @@ export class SaleService {
       throw error
     }
     return { code, expiresAt, sale, item: sale.catalog[itemId] as CatalogItem }
+  }
+
+  #rateLimited (now: number): RateLimited {
+    const { windowMs } = this.#deps.rules.checkoutRateLimit
+    const retryAfter = Math.max(1, Math.ceil((windowMs - (now % windowMs)) / 1000))
+    return new RateLimited(`Too many checkout attempts from this user; retry in ${retryAfter} s.`, retryAfter)
   }
 
   /** Records a checkout request that failed validation, then lets the caller refuse it. */

@@ -28,7 +28,7 @@ closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
   await app.close()
 })
 
-await app.listen({ host: config.HOST, port: config.PORT }).catch(async (error: unknown) => {
+await app.listen({ host: config.HOST, port: config.PORT, backlog: config.LISTEN_BACKLOG }).catch(async (error: unknown) => {
   await app.close().catch(() => {})
   exitOnStartFailure(error)
 })

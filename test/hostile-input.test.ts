@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
@@ -188,18 +187,23 @@ test('the per-user limit answers 429 with Retry-After, records no attempt, and s
   const [{ n } = { n: -1 }] = await sql<{ n: number }>(app, 'SELECT count(*)::int AS n FROM checkout_attempts')
   assert.equal(n, 4, 'the limited requests never reached the handler')
 
-  // Counted in the app's own Redis key space (the test's prefix), so instances share them.
+  // Counted by the checkout decision in the sale's own Redis slot (under the test's prefix), so
+  // instances share the count: alice's five tries, bob's one.
   const redis = new Redis(config.REDIS_URL)
   t.after(() => redis.disconnect())
-  const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}rate-limit:*`)
-  assert.ok(keys.some((k) => k.endsWith('user:alice')), keys.join())
+  const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}{sale:*}:rate:*`)
+  assert.equal(keys.length, 1, keys.join())
+  assert.deepEqual(await redis.hgetall(keys[0] as string), { alice: '5', bob: '1' })
+  assert.ok(await redis.pttl(keys[0] as string) > 0, 'the window expires')
 })
 
 test('the per-user window ends and the user may try again', async (t) => {
-  const app = await buildTestApp(t, isolatedConfig(t, { RATE_LIMIT_PER_USER: 1, RATE_LIMIT_WINDOW_MS: 300 }), new TestClock(Date.parse(T0)))
+  // Windows follow the service's clock (aligned on multiples of the window).
+  const clock = new TestClock(Date.parse(T0))
+  const app = await buildTestApp(t, isolatedConfig(t, { RATE_LIMIT_PER_USER: 1, RATE_LIMIT_WINDOW_MS: 300 }), clock)
   assert.equal((await checkout(app, 'user_id=carol&id=1')).statusCode, 200)
   assertRateLimited(await checkout(app, 'user_id=carol&id=2'), 1)
-  await sleep(400)
+  clock.advance(300)
   assert.equal((await checkout(app, 'user_id=carol&id=2')).statusCode, 200)
 })
 
@@ -220,6 +224,21 @@ test('the per-IP limit counts every user (and malformed requests) from one addre
   assertRateLimited(await from('2001:db8::4', 'user_id=g&id=7'), 60)
 })
 
+test('with the default abuse limits a checkout is one Redis call: the per-user count rides on the decision', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  assert.equal((await checkout(app, 'user_id=warmup&id=1')).statusCode, 200)
+  const sent: string[] = []
+  const sendCommand = app.redis.sendCommand.bind(app.redis)
+  app.redis.sendCommand = (command, stream) => {
+    sent.push(command.name)
+    return sendCommand(command, stream)
+  }
+  t.after(() => { app.redis.sendCommand = sendCommand })
+  assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 409)
+  assert.deepEqual(sent, ['evalsha', 'evalsha'], 'one reservation script per checkout, nothing else')
+})
+
 test('limits of 0 are off: nothing is counted', async (t) => {
   const config = isolatedConfig(t, { RATE_LIMIT_PER_IP: 0, RATE_LIMIT_PER_USER: 0 })
   const app = await buildTestApp(t, config, new TestClock(Date.parse(T0)))
@@ -227,6 +246,28 @@ test('limits of 0 are off: nothing is counted', async (t) => {
   const redis = new Redis(config.REDIS_URL)
   t.after(() => redis.disconnect())
   assert.deepEqual(await redis.keys(`${config.REDIS_KEY_PREFIX}rate-limit:*`), [])
+  assert.deepEqual(await redis.keys(`${config.REDIS_KEY_PREFIX}*:rate:*`), [])
+})
+
+test('the per-IP limit is off by default, and on (from X-Forwarded-For) when TRUST_PROXY is set', async (t) => {
+  const hammer = async (app: FastifyInstance) => {
+    const answers: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const res = await app.inject({ method: 'POST', url: `/checkout?user_id=u${i}&id=${i + 1}`, remoteAddress: '203.0.113.9', headers: { 'x-forwarded-for': '198.51.100.4' } })
+      answers.push(res.statusCode)
+    }
+    return answers
+  }
+  const direct = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  assert.deepEqual(await hammer(direct), [200, 200, 200, 200, 200])
+  assert.deepEqual(direct.checkoutIpLimit, [], 'no per-IP hook at all')
+
+  const proxied = await buildTestApp(t, isolatedConfig(t, { TRUST_PROXY: true }), new TestClock(Date.parse(T0)))
+  assert.equal(proxied.checkoutIpLimit.length, 1)
+  const limited = await buildTestApp(t, isolatedConfig(t, { TRUST_PROXY: true, RATE_LIMIT_PER_IP: 3 }), new TestClock(Date.parse(T0)))
+  assert.deepEqual(await hammer(limited), [200, 200, 200, 429, 429])
+  const res = await limited.inject({ method: 'POST', url: '/checkout?user_id=z&id=9', remoteAddress: '203.0.113.9', headers: { 'x-forwarded-for': '198.51.100.5' } })
+  assert.equal(res.statusCode, 200, 'another client behind the same proxy is not limited')
 })
 
 test('with Redis gone the limiter lets the request through: the answer is the service\'s 503, not a 500', async (t) => {

@@ -3,13 +3,20 @@
 -- ARGV[1] user id, ARGV[2] item id, ARGV[3] new checkout code, ARGV[4] now (ms),
 -- ARGV[5] reservation expiry (ms), ARGV[6] max expired reservations to sweep first,
 -- ARGV[7] key expiry (ms, absolute)
+-- Abuse limit (lib/rate-limit.lua): KEYS[7] the per-user counts of the current rate window,
+-- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
 -- Returns one status string: 'ok' | 'no_sale' (meta missing: not seeded or Redis lost it)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
 --   | 'already_reserved_by_you' (the live hold is this user's own) | 'user_limit_reached'
+--   | 'rate_limited' (counted first: a limited try decides nothing)
 -- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
 -- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
 -- the clock decides here (a sale is seeded before it opens). Expired holds are swept first so
 -- returned stock sells again.
+if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9]) then
+  return 'rate_limited'
+end
+
 local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold', 'starts')
 if not meta[1] then
   return 'no_sale'

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
-import { Redis } from 'ioredis'
 import { defineSaleScripts } from '../src/inventory.js'
+import { createRedisClient } from '../src/redis-client.js'
 import { RedisReadiness } from '../src/redis-readiness.js'
 
 declare module 'fastify' {
@@ -17,12 +17,13 @@ const HEARTBEAT_MS = 250
 const MAX_RECONNECT_DELAY_MS = 500
 
 /**
- * The hot state: one ioredis client on `fastify.redis` with auto-pipelining (concurrent
- * requests share round trips) and the sale's Lua scripts defined once.
+ * The hot state: one ioredis client on `fastify.redis` (single server, Sentinel or Cluster, as
+ * configured: src/redis-client.ts) with auto-pipelining (concurrent requests share round trips)
+ * and the sale's Lua scripts defined once.
  */
 export default fp(async (fastify) => {
   const { config } = fastify
-  const client = new Redis(config.REDIS_URL, {
+  const client = createRedisClient(config, {
     keyPrefix: config.REDIS_KEY_PREFIX,
     enableAutoPipelining: true,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,

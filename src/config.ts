@@ -6,6 +6,9 @@ import { Type, type Static } from '@sinclair/typebox'
  * local Postgres and Redis so `npm start` works on a fresh machine; env-schema
  * validates at start-up and names the offending variable (e.g. "env/PORT must be integer").
  */
+/** Empty, or `host:port` pairs separated by commas (Redis Sentinel and Cluster seeds). */
+const HOST_PORT_LIST = '^$|^[A-Za-z0-9.-]+:[0-9]{1,5}(,[A-Za-z0-9.-]+:[0-9]{1,5})*$'
+
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
   HOST: Type.String({ default: '0.0.0.0' }),
@@ -25,8 +28,20 @@ export const ConfigSchema = Type.Object({
   PG_QUERY_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
 
   REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
-  /** Prefix for every Redis key; tests give each file its own. */
+  /**
+   * Prefix for every Redis key; tests give each file its own. No braces allowed: a `{` in the
+   * prefix would become the hash tag of every key and put all sales on one Cluster slot.
+   */
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9:_-]{0,64}$', default: 'flash:' }),
+  /**
+   * Redis topology (src/redis-client.ts): empty = the single server at REDIS_URL. Sentinel:
+   * `host:port,...` of the sentinels and the monitored master's name. Cluster: `host:port,...`
+   * of some cluster nodes (the rest are discovered). REDIS_URL's user, password and TLS still
+   * apply to the data nodes. At most one of the two lists may be set.
+   */
+  REDIS_SENTINELS: Type.String({ pattern: HOST_PORT_LIST, default: '' }),
+  REDIS_SENTINEL_NAME: Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$', default: 'mymaster' }),
+  REDIS_CLUSTER_NODES: Type.String({ pattern: HOST_PORT_LIST, default: '' }),
   REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 50, default: 2000 }),
 
   SALE_ITEMS: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
@@ -99,12 +114,16 @@ export const perIpRateLimit = (config: Config): number =>
 
 /** Reads and validates configuration; `overrides` win over the environment (tests, bench). */
 export function loadConfig (overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
-  return envSchema<Config>({
+  const config = envSchema<Config>({
     schema: ConfigSchema,
     data: [{ ...env }, overrides],
     env: false,
     dotenv: false
   })
+  if (config.REDIS_SENTINELS !== '' && config.REDIS_CLUSTER_NODES !== '') {
+    throw new Error('env/REDIS_SENTINELS and env/REDIS_CLUSTER_NODES are exclusive: set at most one')
+  }
+  return config
 }
 
 /** For entry points (server, CLIs): the validated configuration, or a one-line reason and exit 1. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import type { Sale } from './sale.js'
 
 /**
@@ -58,7 +58,7 @@ interface SaleScripts {
 
 /** Each script's file, the helper files (src/lua/lib/) prepended to it, and its key count. */
 const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
-  initSale: { file: 'init-sale.lua', libs: [], keys: 6 },
+  initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 6 },
   restoreCodes: { file: 'restore-codes.lua', libs: [], keys: 6 },
   reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua'], keys: 7 },
   redeemCode: { file: 'redeem-code.lua', libs: ['release.lua'], keys: 6 },
@@ -66,14 +66,14 @@ const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: n
   voidPurchase: { file: 'void-purchase.lua', libs: ['release.lua'], keys: 6 },
   cancelReservation: { file: 'cancel-reservation.lua', libs: ['release.lua'], keys: 6 },
   releaseExpired: { file: 'release-expired.lua', libs: ['release.lua'], keys: 6 },
-  saleStats: { file: 'sale-stats.lua', libs: [], keys: 6 }
+  saleStats: { file: 'sale-stats.lua', libs: ['release.lua'], keys: 6 }
 }
 
 const luaDir = new URL('./lua/', import.meta.url)
 const readLua = (file: string): string => readFileSync(new URL(file, luaDir), 'utf8')
 
 /** Registers the sale scripts on a client; call once per client. */
-export function defineSaleScripts (redis: Redis): void {
+export function defineSaleScripts (redis: RedisClient): void {
   for (const [name, { file, libs, keys }] of Object.entries(SCRIPTS)) {
     const lua = [...libs.map((lib) => readLua(`lib/${lib}`)), readLua(file)].join('\n')
     redis.defineCommand(name, { numberOfKeys: keys, lua })
@@ -81,17 +81,21 @@ export function defineSaleScripts (redis: Redis): void {
 }
 
 export class Inventory {
-  readonly #redis: Redis
+  readonly #redis: RedisClient
   readonly #scripts: SaleScripts
 
-  constructor (redis: Redis) {
+  constructor (redis: RedisClient) {
     this.#redis = redis
     this.#scripts = redis as unknown as SaleScripts
   }
 
-  /** True when the sale's hot state is in Redis (its meta exists). */
+  /**
+   * True when this Redis holds the sale's hot state and can be trusted with it: its meta exists
+   * and was built in the server's current replication history (see sale_lost in lib/release.lua).
+   */
   async isLive (sale: Sale): Promise<boolean> {
-    return await this.#redis.exists(sale.keys[0] as string) === 1
+    const [items] = await this.#scripts.saleStats(...sale.keys)
+    return items > 0
   }
 
   /** Takes the sale's rebuild lock (SET NX PX); returns false when another instance holds it. */
@@ -105,10 +109,11 @@ export class Inventory {
 
   /**
    * Replaces the sale's hot state with Postgres's records (caller holds the rebuild lock and
-   * the meta is missing, so no decision script runs meanwhile), then publishes the meta.
+   * the sale is not live, so no decision script runs meanwhile), then publishes the meta. All six
+   * keys go: a promoted replica's copy of the meta is stale, not missing.
    */
   async rebuild (sale: Sale, accepted: AcceptedCheckout[], now: number): Promise<void> {
-    await this.#redis.del(...sale.keys.slice(1))
+    await this.#redis.del(...sale.keys)
     const keyExpiry = sale.endsAt + KEY_RETENTION_MS
     for (let i = 0; i < accepted.length; i += RESTORE_CHUNK) {
       const args: Arg[] = []

@@ -1,6 +1,6 @@
-import { Redis } from 'ioredis'
 import pg from 'pg'
 import type { Config } from '../config.js'
+import { createRedisClient, primaries } from '../redis-client.js'
 
 /**
  * Removes what a scratch configuration (its own DATABASE_SCHEMA and REDIS_KEY_PREFIX) left behind:
@@ -19,12 +19,15 @@ export async function dropScratch (config: Config): Promise<void> {
     await client.end().catch(() => {})
   }
   // Never retry: a server that is gone holds nothing to clean.
-  const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+  const redis = createRedisClient(config, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
   redis.on('error', () => {})
   try {
     await redis.connect()
-    for await (const keys of redis.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 }) as AsyncIterable<string[]>) {
-      if (keys.length > 0) await redis.del(...keys)
+    // Every primary of a Cluster holds some of the keys; one key per DEL (they span slots).
+    for (const node of primaries(redis)) {
+      for await (const keys of node.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 }) as AsyncIterable<string[]>) {
+        if (keys.length > 0) await Promise.all(keys.map((key) => node.del(key)))
+      }
     }
   } catch (error) {
     failures.push(error)

@@ -3,7 +3,7 @@
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code
 -- Returns 1 when the reservation was released, 0 when the code was not reserved.
--- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
+-- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt.
 -- Invariant: no item stays held by a code that was never acknowledged and never recorded.
 local item, expires, user = code_in_state(ARGV[1], 'R')
 if not item then

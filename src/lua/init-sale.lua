@@ -1,15 +1,19 @@
 -- initSale: publishes a sale's meta, which makes it live for the decision scripts: they accept
 -- checkouts from its start to its end by the clock (the meta's `starts` and `ends`), so a sale
 -- seeded minutes ahead opens at XX:00:00.000 without any callback. Called last by the one instance
--- that holds the rebuild lock, after restoreCodes replayed Postgres's records.
+-- that holds the rebuild lock, after restoreCodes replayed Postgres's records. The meta is stamped
+-- with this server's replication history (`epoch`, see sale_lost in lib/release.lua).
 -- KEYS: the six sale keys (see lib/release.lua); only KEYS[1] (meta) is written.
 -- ARGV[1] item count, ARGV[2] per-user limit, ARGV[3] sale start (ms), ARGV[4] sale end (ms),
 -- ARGV[5] key expiry (ms, absolute), ARGV[6] items already sold (from Postgres)
--- Returns 1 when it published, 0 when meta already existed.
--- Invariant: never overwrites live counters: a sale whose meta exists is left alone.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Returns 1 when it published, 0 when the sale was already live on this server.
+-- Invariant: never overwrites live counters: a sale live in this replication history is left
+-- alone; meta stamped with another history (a promoted replica's copy) is replaced.
+if not sale_lost() then
   return 0
 end
-redis.call('HSET', KEYS[1], 'items', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3], 'ends', ARGV[4], 'sold', ARGV[6])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'items', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3], 'ends', ARGV[4], 'sold', ARGV[6],
+  'epoch', replication_epoch())
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 return 1

@@ -1,7 +1,7 @@
 -- redeemCode: the purchase decision.
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute)
--- Returns { status, item, user, bought }: status 'ok' | 'no_sale' (meta missing: Redis lost the sale)
+-- Returns { status, item, user, bought }: status 'ok' | 'no_sale' (Redis lost the sale: see sale_lost)
 --   | 'unknown_code' | 'code_used' | 'code_expired';
 -- item/user/bought only with 'ok' (bought = the user's purchases in this sale, this one included).
 -- Invariants: a code is redeemed at most once (the state flips R -> P atomically, so two

@@ -2,7 +2,7 @@
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] now (ms), ARGV[2] max reservations to release in this call
 -- Returns the number released.
--- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
+-- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt.
 -- Invariant: an unused reservation gives its item back to the sale and its slot back to the
 -- user, so a sale with enough demand sells out exactly.
 if sale_lost() then

@@ -5,7 +5,7 @@
 -- ARGV[7] key expiry (ms, absolute)
 -- Abuse limit (lib/rate-limit.lua): KEYS[7] the per-user counts of the current rate window,
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
--- Returns one status string: 'ok' | 'no_sale' (meta missing: not seeded or Redis lost it)
+-- Returns one status string: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
 --   | 'already_reserved_by_you' (the live hold is this user's own) | 'user_limit_reached'
 --   | 'rate_limited' (counted first: a limited try decides nothing)
@@ -17,10 +17,10 @@ if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9]) then
   return 'rate_limited'
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold', 'starts')
-if not meta[1] then
+if sale_lost() then
   return 'no_sale'
 end
+local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold', 'starts')
 local now = tonumber(ARGV[4])
 if now < tonumber(meta[5]) then
   return 'not_open'

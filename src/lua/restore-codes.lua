@@ -1,6 +1,6 @@
 -- restoreCodes: replays a chunk of Postgres's accepted checkouts into a sale whose Redis state
--- was lost (flush, restart). Run only by the holder of the sale's rebuild lock, while meta is
--- missing (so no decision script runs), after the other five keys were deleted, purchases first.
+-- was lost (flush, restart, failover). Run only by the holder of the sale's rebuild lock, after
+-- all six keys were deleted (so no decision script runs), purchases first.
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] now (ms), ARGV[2] key expiry (ms, absolute), then groups of five:
 --   code, purchased ('1' | '0'), item id, expiresAtMs, user id

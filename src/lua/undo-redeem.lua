@@ -3,7 +3,7 @@
 -- ARGV[1] checkout code
 -- Returns 1 when the purchase was undone (the code holds its item again, until its own expiry),
 -- 0 when the code was not in the purchased state.
--- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt.
+-- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt.
 -- Invariant: Redis never counts a sale that Postgres, the system of record, does not hold,
 -- and the buyer may retry the same code.
 local item, expires, user = code_in_state(ARGV[1], 'P')

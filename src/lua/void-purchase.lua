@@ -3,7 +3,7 @@
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code
 -- Returns 1 when the code's item was given back, 0 when the code was not in the purchased state.
--- A no-op (returns 0) while the sale's meta is missing, i.e. while it is being rebuilt (the
+-- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt (the
 -- rebuild reads Postgres, which already holds the code as voided).
 -- Invariant: Redis counts as sold exactly what Postgres holds or may still commit; a voided code
 -- can never buy (its state becomes X, as an expired code's).

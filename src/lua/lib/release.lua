@@ -7,11 +7,23 @@
 --   KEYS[5] bought  hash   user -> items bought
 --   KEYS[6] expiry  zset   reserved code -> expiresAtMs
 -- All six share the hash tag {sale:<id>} so a Redis Cluster keeps one sale on one slot.
+-- meta also holds `epoch`: the replication history (master_replid) the state was built in.
 
--- True while the sale's meta is missing: Redis lost the sale (flush, restart) or a rebuild from
--- Postgres is under way. Mutating scripts then do nothing, so the rebuild sees no writer.
+-- The replication history of this server's dataset. Redis gives a server a new one when it is
+-- promoted from replica to primary (Sentinel or Cluster failover) and when it restarts: exactly
+-- the two ways a Redis comes back without some writes it had acknowledged (replication and
+-- persistence are asynchronous). A plain reconnect to the same primary keeps it.
+local function replication_epoch()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+end
+
+-- True while this server cannot be trusted with the sale: its meta is missing (flush, restart,
+-- a rebuild from Postgres under way) or was written in another replication history (a promoted
+-- replica may lack the old primary's last writes). Mutating scripts then do nothing, the
+-- service rebuilds the sale from Postgres (the system of record), and the rebuild sees no writer.
 local function sale_lost()
-  return redis.call('EXISTS', KEYS[1]) == 0
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  return not epoch or epoch ~= replication_epoch()
 end
 
 local function parse_code(record)

@@ -35,29 +35,30 @@ function credentialsOf (url: string): Pick<RedisOptions, 'username' | 'password'
  * once on the client, so keys keep their `{sale:<id>}` hash tag whatever the prefix.
  */
 export function createRedisClient (config: Config, options: RedisOptions = {}): RedisClient {
-  const { keyPrefix, enableAutoPipelining, lazyConnect, ...perConnection } = options
-  const connection: RedisOptions = { ...credentialsOf(config.REDIS_URL), ...perConnection }
+  const { keyPrefix, enableAutoPipelining, lazyConnect, retryStrategy, ...perConnection } = { ...credentialsOf(config.REDIS_URL), ...options }
+  const client = { keyPrefix, enableAutoPipelining, lazyConnect }
+  const connection: RedisOptions = { ...perConnection, ...client, ...(retryStrategy !== undefined && { retryStrategy }) }
   switch (redisTopology(config)) {
     case 'cluster':
       return new Cluster(parseHostPorts(config.REDIS_CLUSTER_NODES), {
-        keyPrefix,
-        enableAutoPipelining,
-        lazyConnect,
-        redisOptions: connection
+        ...client,
+        // A Cluster reconnects as a whole (its nodes are rediscovered): the same strategy applies.
+        ...(retryStrategy !== undefined && { clusterRetryStrategy: retryStrategy }),
+        // While no node answers, fail commands at once (a single server's maxRetriesPerRequest
+        // does the same) instead of queueing them until the cluster is back.
+        enableOfflineQueue: false,
+        redisOptions: perConnection
       })
     case 'sentinel':
       return new Redis({
         ...connection,
-        keyPrefix,
-        enableAutoPipelining,
-        lazyConnect,
         sentinels: parseHostPorts(config.REDIS_SENTINELS),
         name: config.REDIS_SENTINEL_NAME,
         // Listen for +switch-master on the sentinels: reconnect to a new primary at once.
         failoverDetector: true
       })
     case 'single':
-      return new Redis(config.REDIS_URL, { ...connection, keyPrefix, enableAutoPipelining, lazyConnect })
+      return new Redis(config.REDIS_URL, connection)
   }
 }
 

@@ -54,6 +54,8 @@ export function createRedisClient (config: Config, options: RedisOptions = {}): 
         ...connection,
         sentinels: parseHostPorts(config.REDIS_SENTINELS),
         name: config.REDIS_SENTINEL_NAME,
+        // Asking the sentinels is part of (re)connecting: the same strategy applies.
+        ...(typeof retryStrategy === 'function' && { sentinelRetryStrategy: retryStrategy }),
         // Listen for +switch-master on the sentinels: reconnect to a new primary at once.
         failoverDetector: true
       })

@@ -39,9 +39,10 @@ const SUMMARY_DEADLINE_MS = 1000
 /** The dependency behind an error, if it is recognizably Redis's or Postgres's. */
 function dependencyOf (error: Error, ports: { redis: number, postgres: number }): 'redis' | 'postgres' | null {
   if (error instanceof pg.DatabaseError) return 'postgres'
-  if (['ReplyError', 'MaxRetriesPerRequestError', 'RedisUnavailableError'].includes(error.name)) return 'redis'
-  // ioredis's own failures are plain Errors with fixed messages; so are pg's client-side ones.
-  if (/^(Connection is closed|Command timed out|Stream isn't writeable)/.test(error.message)) return 'redis'
+  if (['ReplyError', 'MaxRetriesPerRequestError', 'RedisUnavailableError', 'ClusterAllFailedError'].includes(error.name)) return 'redis'
+  // ioredis's own failures are plain Errors with fixed messages (a Cluster's and Sentinel's
+  // included); so are pg's client-side ones.
+  if (/^(Connection is closed|Command timed out|Stream isn't writeable|Cluster isn't ready|All sentinels are unreachable)/.test(error.message)) return 'redis'
   if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|Cannot use a pool after calling end)/.test(error.message)) return 'postgres'
   // Socket errors (ECONNREFUSED, ECONNRESET, ...) name the port they failed on.
   const port = (error as Error & { port?: unknown }).port

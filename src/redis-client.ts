@@ -35,8 +35,8 @@ function credentialsOf (url: string): Pick<RedisOptions, 'username' | 'password'
  * once on the client, so keys keep their `{sale:<id>}` hash tag whatever the prefix.
  */
 export function createRedisClient (config: Config, options: RedisOptions = {}): RedisClient {
-  const { keyPrefix, enableAutoPipelining, lazyConnect, retryStrategy, ...perConnection } = { ...credentialsOf(config.REDIS_URL), ...options }
-  const client = { keyPrefix, enableAutoPipelining, lazyConnect }
+  const { keyPrefix, enableAutoPipelining, enableOfflineQueue, lazyConnect, retryStrategy, ...perConnection } = { ...credentialsOf(config.REDIS_URL), ...options }
+  const client = { keyPrefix, enableAutoPipelining, enableOfflineQueue, lazyConnect }
   const connection: RedisOptions = { ...perConnection, ...client, ...(retryStrategy !== undefined && { retryStrategy }) }
   switch (redisTopology(config)) {
     case 'cluster':
@@ -44,9 +44,6 @@ export function createRedisClient (config: Config, options: RedisOptions = {}): 
         ...client,
         // A Cluster reconnects as a whole (its nodes are rediscovered): the same strategy applies.
         ...(retryStrategy !== undefined && { clusterRetryStrategy: retryStrategy }),
-        // While no node answers, fail commands at once (a single server's maxRetriesPerRequest
-        // does the same) instead of queueing them until the cluster is back.
-        enableOfflineQueue: false,
         redisOptions: perConnection
       })
     case 'sentinel':

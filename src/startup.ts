@@ -1,8 +1,8 @@
 import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
 import pg from 'pg'
 import type { Config } from './config.js'
+import { createRedisClient, redisTopology } from './redis-client.js'
 
 /**
  * Start-up checks of the server entry (src/server.ts), each failure one line that names the
@@ -52,6 +52,15 @@ export async function assertListenable (host: string, port: number): Promise<voi
   }
 }
 
+/** The variable that names the Redis to reach, as the operator set it (passwords hidden). */
+function redisAddress (config: Config): { variable: string, target: string } {
+  switch (redisTopology(config)) {
+    case 'sentinel': return { variable: 'REDIS_SENTINELS', target: `${config.REDIS_SENTINELS} (${config.REDIS_SENTINEL_NAME})` }
+    case 'cluster': return { variable: 'REDIS_CLUSTER_NODES', target: config.REDIS_CLUSTER_NODES }
+    case 'single': return { variable: 'REDIS_URL', target: printableUrl(config.REDIS_URL) }
+  }
+}
+
 function dependencies (config: Config): Dependency[] {
   return [
     {
@@ -69,10 +78,9 @@ function dependencies (config: Config): Dependency[] {
       }
     },
     {
-      variable: 'REDIS_URL',
-      target: printableUrl(config.REDIS_URL),
+      ...redisAddress(config),
       probe: async () => {
-        const client = new Redis(config.REDIS_URL, {
+        const client = createRedisClient(config, {
           lazyConnect: true,
           retryStrategy: () => null,
           maxRetriesPerRequest: 0,

@@ -32,7 +32,7 @@ function credentialsOf (url: string): Pick<RedisOptions, 'username' | 'password'
  * `new Redis({ sentinels, name })` (asks the sentinels for the current primary and follows a
  * failover), or `new Cluster(nodes)` (routes each command, EVALSHA included, by its first key's
  * slot). `options` apply to the data connections (per node on a Cluster); the key prefix is set
- * once on the client, so keys keep their `{sale:<id>}` hash tag whatever the prefix.
+ * once on the client, so keys keep their `{sale:<id>:<token>}` hash tag whatever the prefix.
  */
 export function createRedisClient (config: Config, options: RedisOptions = {}): RedisClient {
   const { keyPrefix, enableAutoPipelining, enableOfflineQueue, lazyConnect, retryStrategy, ...perConnection } = { ...credentialsOf(config.REDIS_URL), ...options }

@@ -6,7 +6,7 @@
 --   KEYS[4] users   hash   user -> reservations held + items bought (the per-user limit counts both)
 --   KEYS[5] bought  hash   user -> items bought
 --   KEYS[6] expiry  zset   reserved code -> expiresAtMs
--- All six share the hash tag {sale:<id>} so a Redis Cluster keeps one sale on one slot.
+-- All six share the hash tag {sale:<id>:<token>} so a Redis Cluster keeps one sale on one slot.
 -- meta also holds `epoch`: the replication history (master_replid) the state was built in.
 
 -- The replication history of this server's dataset. Redis gives a server a new one when it is

@@ -62,25 +62,42 @@ export async function redisCommand (port: number, ...args: string[]): Promise<un
   }
 }
 
-export interface RedisCluster { ports: number[], nodes: string }
+export interface RedisCluster { ports: number[], nodes: string, processes: Map<number, ChildProcess> }
 
-/** Three primaries, no replicas, slots split by `redis-cli --cluster create`; resolves once the cluster is ok. */
-export async function startCluster (t: TestContext): Promise<RedisCluster> {
+/**
+ * Three primaries (and `replicasEach` replicas of each), slots split by `redis-cli --cluster
+ * create`; a node is declared failed after 2 s. Resolves once every node sees the cluster ok.
+ */
+export async function startCluster (t: TestContext, replicasEach = 0): Promise<RedisCluster> {
   const { spawnIn } = workspace(t, 'cluster')
-  const ports = [await clusterPort(), await clusterPort(), await clusterPort()]
-  for (const port of ports) {
-    spawnIn('redis-server', [...redisArgs(port), '--cluster-enabled', 'yes',
-      '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000'])
-  }
+  const ports: number[] = []
+  for (let i = 0; i < 3 * (1 + replicasEach); i++) ports.push(await clusterPort())
+  const processes = new Map(ports.map((port) => [port, spawnIn('redis-server', [...redisArgs(port), '--cluster-enabled', 'yes',
+    '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000'])]))
   for (const port of ports) await waitFor(() => pingRedis(port), 5000)
-  await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'])
+  await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`),
+    '--cluster-replicas', String(replicasEach), '--cluster-yes'])
   await waitFor(async () => {
+    let replicasInSync = 0
     for (const port of ports) {
       if (!String(await redisCommand(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok')) return false
+      if (String(await redisCommand(port, 'INFO', 'replication')).includes('master_link_status:up')) replicasInSync++
     }
-    return true
-  }, 10_000)
-  return { ports, nodes: ports.map((p) => `127.0.0.1:${p}`).join(',') }
+    const ranges = await redisCommand(ports[0] as number, 'CLUSTER', 'SLOTS') as unknown[][]
+    return replicasInSync === 3 * replicasEach && ranges.every((range) => range.length === 3 + replicasEach)
+  }, 15_000)
+  return { ports, nodes: ports.map((p) => `127.0.0.1:${p}`).join(','), processes }
+}
+
+/** The ports of the primary serving `key`'s slot and of its replicas, as `node` sees them. */
+export async function slotOwners (node: number, key: string): Promise<{ primary: number, replicas: number[] }> {
+  const slot = Number(await redisCommand(node, 'CLUSTER', 'KEYSLOT', key))
+  const ranges = await redisCommand(node, 'CLUSTER', 'SLOTS') as Array<[number, number, ...Array<[string, number]>]>
+  const range = ranges.find(([start, end]) => slot >= start && slot <= end)
+  if (range === undefined) throw new Error(`no node serves slot ${slot}`)
+  const [, , primary, ...replicas] = range
+  if (primary === undefined) throw new Error(`slot ${slot} has no primary`)
+  return { primary: primary[1], replicas: replicas.map(([, port]) => port) }
 }
 
 export interface SentinelGroup {

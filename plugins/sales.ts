@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import { BatchWriter } from '../src/batch-writer.js'
 import { clientQueryTimeoutMs } from './postgres.js'
 import { Inventory } from '../src/inventory.js'
-import { checkoutAttemptWriter, purchaseWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/records.js'
+import { checkoutAttemptWriter, purchaseWriter, unavailableAttemptWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/records.js'
 import { SaleRepository } from '../src/sale-repository.js'
 import { SaleService } from '../src/sale-service.js'
 import type { FlushInfo, WriterName } from './metrics.js'
@@ -14,6 +14,8 @@ declare module 'fastify' {
     purchaseLog: BatchWriter<PurchaseRecord, number | null>
   }
 }
+
+const SPOOL_REPLAY_INTERVAL_MS = 1000
 
 /** Wires the sale service (Redis decides, Postgres records) and sweeps expired holds. */
 export default fp(async (fastify) => {
@@ -32,6 +34,7 @@ export default fp(async (fastify) => {
   }
   // Committed attempt rows are counted by outcome (plugins/metrics.ts) once their batch commits.
   const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(checkoutAttemptWriter(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
+  const writeUnavailable = metrics.countCommittedAttempts(unavailableAttemptWriter(pool))
   const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase', 'purchases') })
 
   const sales = new SaleService({
@@ -46,6 +49,8 @@ export default fp(async (fastify) => {
     repository: new SaleRepository(pool),
     inventory: new Inventory(fastify.redis),
     checkoutLog,
+    spool: fastify.attemptSpool,
+    writeUnavailable: (attempts) => writeUnavailable(attempts.map((a) => ({ ...a, outcome: 'service_unavailable' }))),
     purchaseLog,
     redisReadiness: fastify.redisReadiness,
     log
@@ -79,11 +84,25 @@ export default fp(async (fastify) => {
   }, settleMs / 4)
   reconciler.unref()
 
+  // The spool goes back into Postgres as soon as it answers: tried every second while it holds
+  // anything, and now and then for segments a dead process left in the same directory.
+  const spool = fastify.attemptSpool
+  const replaySpool = () => spool.replay((attempts) => sales.settleSpooled(attempts))
+  let spoolTicks = 0
+  const replayer = setInterval(() => {
+    if (spool.bytes === 0 && spoolTicks++ % 30 !== 0) return
+    replaySpool().catch((err: unknown) => log.warn({ err }, 'replaying the attempt spool failed; retrying'))
+  }, SPOOL_REPLAY_INTERVAL_MS)
+  replayer.unref()
+
   // Runs before the pools close (plugins close in reverse order): accepted rows are written, not dropped.
   fastify.addHook('onClose', async () => {
     clearInterval(sweeper)
     clearInterval(reconciler)
+    clearInterval(replayer)
     fastify.redis.off('ready', onRedisReady)
     await Promise.all([checkoutLog.close(), purchaseLog.close()])
+    // Attempts refused during the drain go in now; if Postgres is away they wait on disk for the next start.
+    if (spool.bytes > 0) await replaySpool().catch((err: unknown) => log.warn({ err }, 'the attempt spool stays on disk for the next start'))
   })
-}, { name: 'sales', dependencies: ['config', 'postgres', 'redis', 'clock', 'metrics'] })
+}, { name: 'sales', dependencies: ['config', 'postgres', 'redis', 'clock', 'metrics', 'spool'] })

@@ -1,18 +1,46 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyError, FastifyRequest } from 'fastify'
+import { sendError } from '../plugins/errors.js'
 import { checkoutSchema } from '../schemas/checkout.js'
 import { ID_PATTERN } from '../schemas/common.js'
-import { InvalidRequest } from '../src/errors.js'
+import { InvalidRequest, RateLimited, ServiceUnavailable } from '../src/errors.js'
 import { isoTime, presentItem } from '../src/presenters.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  /** Requests whose attempt row is taken care of: by the handler (whatever happens next) or below. */
+  const recorded = new WeakSet<FastifyRequest>()
+  /** Records a request refused before the handler; if even that fails, the error to answer instead. */
+  const recordUnhandled = async (request: FastifyRequest, outcome: 'invalid_request' | 'service_unavailable'): Promise<unknown> => {
+    if (recorded.has(request)) return null
+    recorded.add(request)
+    const query = request.query as Record<string, unknown>
+    return fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(query.id ?? query.item_id), outcome)
+      .then(() => null, (error: unknown) => error)
+  }
+
   fastify.post('/checkout', {
     schema: checkoutSchema,
     // The per-IP abuse limit (when on) first: a limited request costs no attempt row. The
     // per-user limit is counted by the checkout decision itself.
     onRequest: fastify.checkoutIpLimit,
     // Invalid requests are checkout attempts too: record them before refusing.
-    attachValidation: true
+    attachValidation: true,
+    // What fails before the handler is an attempt too (the query is known): an unreadable body
+    // (invalid JSON, 413, 415, a body cut short of its Content-Length) is recorded as
+    // `invalid_request`, a request refused by the drain as `service_unavailable`; then answered as
+    // usual. If even that record fails, the answer is the 503 (and the spool has the attempt).
+    errorHandler: async (error: FastifyError, request, reply) => {
+      if (!(error instanceof RateLimited)) {
+        const failed = await recordUnhandled(request, error instanceof ServiceUnavailable ? 'service_unavailable' : 'invalid_request')
+        if (failed !== null) return sendError(failed as FastifyError, request, reply)
+      }
+      return sendError(error, request, reply)
+    },
+    // A client that stops sending mid-body and closes: Node answers the parser error itself and the
+    // body never completes, so neither the handler nor the error handler would see the request.
+    onRequestAbort: async (request) => { await recordUnhandled(request, 'invalid_request') }
   }, async (request) => {
+    recorded.add(request)
     const query = request.query as Record<string, unknown>
     const itemId = query.id ?? query.item_id
     if (request.validationError !== undefined) {

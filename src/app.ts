@@ -1,10 +1,10 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
-import { ServiceUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'
 import { ajvOptions, formatValidationErrors } from './validation.js'
 import configPlugin from '../plugins/config.js'
+import drainPlugin from '../plugins/drain.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
 import redisPlugin from '../plugins/redis.js'
@@ -12,6 +12,7 @@ import rateLimitPlugin from '../plugins/rate-limit.js'
 import securityPlugin, { setSecurityHeaders } from '../plugins/security.js'
 import clockPlugin from '../plugins/clock.js'
 import salesPlugin from '../plugins/sales.js'
+import spoolPlugin from '../plugins/spool.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
 import metricsPlugin from '../plugins/metrics.js'
 import openapiPlugin from '../plugins/openapi.js'
@@ -33,7 +34,7 @@ export interface BuildOptions {
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
  * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> sales -> roll.
+ * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> attempt spool -> sales -> roll.
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -45,7 +46,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     trustProxy: config.TRUST_PROXY,
     // Never answer a hanging request forever.
     requestTimeout: 30_000,
-    // Requests that arrive while closing get our own 503 below, not Fastify's differently shaped one.
+    // Requests that arrive while closing get our own 503 (plugins/drain.ts), not Fastify's differently shaped one.
     return503OnClosing: false,
     // Strict grammars, no coercion, messages naming the parameter (src/validation.ts).
     ajv: ajvOptions,
@@ -72,25 +73,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     done()
   })
 
-  // Graceful drain: sockets whose request is in flight when close() starts would otherwise
-  // stay open as keep-alive after their response and hold the server open until the grace
-  // period ends. From now on a socket closes as soon as its response is sent.
-  // Requests arriving on such a socket meanwhile are refused with the service's 503 shape.
-  let closing = false
-  app.addHook('preClose', async () => {
-    closing = true
-    app.server.keepAliveTimeout = 1
-  })
-
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
   await app.register(securityPlugin)
-  app.addHook('onRequest', (_request, _reply, done) => done(closing ? new ServiceUnavailable('shutting_down') : undefined))
+  // After the security headers (a drain's 503 carries them too).
+  await app.register(drainPlugin)
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
   await app.register(clockPlugin, { now: options.now })
   await app.register(metricsPlugin)
   await app.register(rateLimitPlugin)
+  await app.register(spoolPlugin)
   await app.register(salesPlugin)
   await app.register(saleRollPlugin)
   // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).

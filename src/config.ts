@@ -93,6 +93,14 @@ export const ConfigSchema = Type.Object({
    */
   LISTEN_BACKLOG: Type.Integer({ minimum: 1, maximum: 65_535, default: 4096 }),
 
+  /**
+   * The attempt spool (src/attempt-spool.ts): checkout attempts Postgres cannot take now wait here,
+   * fsynced, until it can. One directory per instance (a subdirectory per DATABASE_SCHEMA is made
+   * inside); point it at storage that outlives the process. Bounded by SPOOL_MAX_BYTES.
+   */
+  SPOOL_DIR: Type.String({ minLength: 1, default: '/tmp/flash-sale-spool' }),
+  SPOOL_MAX_BYTES: Type.Integer({ minimum: 4096, default: 256 * 1024 * 1024 }),
+
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 64, default: 1024 }),
 
   /**

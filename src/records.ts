@@ -2,6 +2,8 @@ import type { Pool } from 'pg'
 
 /** One checkout attempt as persisted: refused and invalid attempts included. */
 export interface CheckoutAttempt {
+  /** Decided by the service (src/attempt-id.ts): writing the same attempt twice keeps one row. */
+  attemptId: string
   saleId: number | null
   userId: string | null
   itemId: number | null
@@ -27,18 +29,51 @@ export interface PurchaseRecord {
  */
 export function checkoutAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
+    // No ON CONFLICT (it costs on every row): the one conflict possible is a batch the service gave
+    // up on reaching Postgres after the spool's replay of its rows; it then fails as a whole, and
+    // every row of it is in the spool (all were answered 503), so the replayed rows stand.
     await pool.query(
-      `INSERT INTO checkout_attempts (sale_id, user_id, item_id, outcome, code, expires_at, attempted_at)
-       SELECT sale_id, user_id, item_id, outcome, code, to_timestamp(expires_ms / 1000), to_timestamp(attempted_ms / 1000)
-       FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::float8[])
-         AS r (sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)`,
+      `INSERT INTO checkout_attempts (attempt_id, sale_id, user_id, item_id, outcome, code, expires_at, attempted_at)
+       SELECT attempt_id, sale_id, user_id, item_id, outcome, code, to_timestamp(expires_ms / 1000), to_timestamp(attempted_ms / 1000)
+       FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::float8[], $8::float8[])
+         AS r (attempt_id, sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)`,
       [
+        rows.map((r) => r.attemptId),
         rows.map((r) => r.saleId),
         rows.map((r) => r.userId),
         rows.map((r) => r.itemId),
         rows.map((r) => r.outcome),
         rows.map((r) => r.code),
         rows.map((r) => r.expiresAt),
+        rows.map((r) => r.attemptedAt)
+      ])
+    return new Array<void>(rows.length)
+  }
+}
+
+/**
+ * Writes attempts that were answered 503 because their row could not be written (or may not have
+ * been: a batch lost to a timeout or a dropped connection), from the spool: each becomes a
+ * `service_unavailable` row at its original time. If the original row did commit after all
+ * (late, behind the client's back), it is turned into that row: an accepted one loses its code,
+ * so the rebuild of Redis never replays it and no purchase can ever use it (a code nobody was
+ * given is never purchased, and a purchase would have settled it first: `settled IS NULL`).
+ * Idempotent: replaying the same attempts again changes nothing.
+ */
+export function unavailableAttemptWriter (pool: Pool) {
+  return async (rows: CheckoutAttempt[]): Promise<void[]> => {
+    await pool.query(
+      `INSERT INTO checkout_attempts AS a (attempt_id, sale_id, user_id, item_id, outcome, attempted_at)
+       SELECT attempt_id, sale_id, user_id, item_id, 'service_unavailable', to_timestamp(attempted_ms / 1000)
+       FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::float8[])
+         AS r (attempt_id, sale_id, user_id, item_id, attempted_ms)
+       ON CONFLICT (attempt_id) DO UPDATE SET outcome = 'service_unavailable', code = NULL, expires_at = NULL
+       WHERE a.settled IS NULL AND a.outcome <> 'service_unavailable'`,
+      [
+        rows.map((r) => r.attemptId),
+        rows.map((r) => r.saleId),
+        rows.map((r) => r.userId),
+        rows.map((r) => r.itemId),
         rows.map((r) => r.attemptedAt)
       ])
     return new Array<void>(rows.length)

@@ -101,13 +101,20 @@ export class SaleRepository {
     }
   }
 
-  /** Every accepted checkout of a sale, purchases first: what Redis is rebuilt from. */
+  /**
+   * Every accepted checkout of a sale, purchases first, then the newest first: what Redis is
+   * rebuilt from (restore-codes.lua lets the first code of an item hold it). Redis never holds an
+   * item twice, so of two live unsettled codes of one item the older was let go (its client got a
+   * 503 and the row committed late, and the spool's replay has not rewritten it yet): the newer
+   * one, whose client may hold a 200, wins. Voided codes and rewritten ones (no longer
+   * `accepted`) are never replayed.
+   */
   async acceptedCheckouts (saleId: number): Promise<AcceptedCheckout[]> {
     const { rows } = await this.pool.query<{ code: string, purchased: boolean, item_id: number, expires_ms: string, user_id: string }>(
       `SELECT a.code, p.id IS NOT NULL AS purchased, a.item_id, (extract(epoch FROM a.expires_at) * 1000)::bigint AS expires_ms, a.user_id
        FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code
        WHERE a.sale_id = $1 AND a.outcome = 'accepted' AND a.settled IS DISTINCT FROM 'voided'
-       ORDER BY purchased DESC, a.id`, [saleId])
+       ORDER BY purchased DESC, a.attempted_at DESC, a.id DESC`, [saleId])
     return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
 

@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
+import { newAttemptId } from './attempt-id.js'
 import type { BatchWriter } from './batch-writer.js'
 import { RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
 import type { CheckoutRateLimit, Inventory, SaleCounts } from './inventory.js'
+import { random16 } from './random-pool.js'
 import type { CheckoutAttempt, PurchaseRecord } from './records.js'
 import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
 import type { SaleRepository } from './sale-repository.js'
@@ -51,6 +52,10 @@ export interface SaleServiceDeps {
   repository: SaleRepository
   inventory: Inventory
   checkoutLog: BatchWriter<CheckoutAttempt>
+  /** Where an attempt goes whose row the writer failed to (or may not) commit: on disk, fsynced. */
+  spool: { append (attempt: CheckoutAttempt): Promise<void> }
+  /** Writes spooled attempts as `service_unavailable` rows (records.ts unavailableAttemptWriter). */
+  writeUnavailable: (attempts: CheckoutAttempt[]) => Promise<unknown>
   purchaseLog: BatchWriter<PurchaseRecord, number | null>
   /** Throws a 503 at once while Redis is known down (src/redis-readiness.ts). */
   redisReadiness: { assertUp (): void }
@@ -75,6 +80,9 @@ const neverCommitted = (error: unknown): boolean => {
     ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes((cause as NodeJS.ErrnoException).code ?? '')
 }
 
+/** Postgres refused the data itself (classes 22 and 23: data exception, integrity violation): a retry cannot help. */
+const refusedRow = (error: unknown): boolean => error instanceof pg.DatabaseError && /^2[23]/.test(error.code ?? '')
+
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
 const toUnavailable = (error: unknown): never => {
   if (error instanceof ServiceUnavailable || error instanceof SaleRefusal) throw error
@@ -88,23 +96,9 @@ const notOpenYet = (sale: Sale, now: number): SaleRefusal =>
     retryAfterSeconds: Math.max(1, Math.ceil((sale.startsAt - now) / 1000))
   })
 
-const CODE_BYTES = 16
-const CODES_PER_REFILL = 1024
-let codePool = Buffer.alloc(0)
-let codeOffset = 0
-
-/**
- * 16 bytes from the CSPRNG: 128 bits, base64url without padding (22 characters). Bytes are
- * drawn 16 KiB at a time: one randomFillSync per call cost more than the rest of a refusal.
- */
+/** 16 bytes from the CSPRNG: 128 bits, base64url without padding (22 characters). */
 export function newCheckoutCode (): string {
-  if (codeOffset === codePool.length) {
-    codePool = randomBytes(CODE_BYTES * CODES_PER_REFILL)
-    codeOffset = 0
-  }
-  const code = codePool.toString('base64url', codeOffset, codeOffset + CODE_BYTES)
-  codeOffset += CODE_BYTES
-  return code
+  return random16().toString('base64url')
 }
 
 /**
@@ -238,26 +232,29 @@ export class SaleService {
   async checkout (userId: string, itemId: number): Promise<Reservation> {
     const { inventory, rules } = this.#deps
     const now = this.now()
-    const sale = await this.#orUnavailable(this.currentSale(now), { saleId: null, userId, itemId, attemptedAt: now })
+    const attemptId = newAttemptId()
+    const sale = await this.#orUnavailable(this.currentSale(now), { attemptId, saleId: null, userId, itemId, attemptedAt: now })
 
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
     const status = await this.#orUnavailable(
       this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt, rules.checkoutRateLimit), (s) => s === 'no_sale'),
-      { saleId: sale.id, userId, itemId, attemptedAt: now })
+      { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
     if (status === 'no_sale') {
-      await this.#record({ saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
+      await this.#record({ attemptId, saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
       throw new ServiceUnavailable('sale_restoring')
     }
-    if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), { saleId: sale.id, userId, itemId, attemptedAt: now })
+    if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
     // An abuse-limited try costs no attempt row: a loop hammering one id is what the limit stops.
     if (status === 'rate_limited') throw this.#rateLimited(now)
-    if (status !== 'ok') return this.#refuseCheckout(status, { saleId: sale.id, userId, itemId, attemptedAt: now })
+    if (status !== 'ok') return this.#refuseCheckout(status, { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
 
     try {
-      await this.#deps.checkoutLog.push({ saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now })
+      await this.#record({ attemptId, saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now })
     } catch (error) {
-      // Not recorded means not acknowledged: give the item back rather than hold it for nobody.
+      // Not acknowledged: give the item back now rather than hold it for nobody. If the row
+      // commits after all (late), the spool's replay turns it into a service_unavailable row and
+      // cancels the hold again (see settleSpooled).
       await inventory.cancelReservation(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not cancel an unrecorded reservation'))
       throw error
     }
@@ -270,11 +267,47 @@ export class SaleService {
     return new RateLimited(`Too many checkout attempts from this user; retry in ${retryAfter} s.`, retryAfter)
   }
 
-  /** Records a checkout request that failed validation, then lets the caller refuse it. */
-  async recordInvalidCheckout (userId: string | null, itemId: number | null): Promise<void> {
+  /**
+   * Records a checkout request that failed validation (or was refused before it got to the sale,
+   * e.g. by the drain: `service_unavailable`), then lets the caller refuse it.
+   */
+  async recordInvalidCheckout (userId: string | null, itemId: number | null, outcome: 'invalid_request' | 'service_unavailable' = 'invalid_request'): Promise<void> {
     const now = this.now()
     const sale = this.#preparedAt(now)
-    await this.#record({ saleId: sale?.id ?? null, userId, itemId, outcome: 'invalid_request', code: null, expiresAt: null, attemptedAt: now })
+    await this.#record({ attemptId: newAttemptId(), saleId: sale?.id ?? null, userId, itemId, outcome, code: null, expiresAt: null, attemptedAt: now })
+  }
+
+  /**
+   * Settles attempts the spool kept (answered 503: their row failed, or may have committed behind
+   * the client's back): each becomes a `service_unavailable` row at its original time, and an
+   * accepted one that committed late loses its code. Only then is its hold cancelled in Redis
+   * again, after the sale is live: a rebuild that read Postgres before the rewrite may have put
+   * the code back, and one that reads it after never will. Idempotent, as the spool requires.
+   */
+  async settleSpooled (attempts: CheckoutAttempt[]): Promise<void> {
+    const { inventory, writeUnavailable, log } = this.#deps
+    await writeUnavailable(attempts).catch(async (error: unknown) => {
+      if (!refusedRow(error)) throw error
+      // One row Postgres will never take (its sale deleted meanwhile, ...) must not hold the rest
+      // of the spool back forever: row by row, and only such a row is dropped, logged.
+      for (const attempt of attempts) {
+        await writeUnavailable([attempt]).catch((err: unknown) => {
+          if (!refusedRow(err)) throw err
+          log.error({ err, attemptId: attempt.attemptId }, 'Postgres refused a spooled checkout attempt; dropped')
+        })
+      }
+    })
+    const now = this.now()
+    const held = attempts.filter((a) => a.code !== null && a.expiresAt !== null && a.expiresAt > now)
+    if (held.length === 0) return
+    // Sales this instance holds (the current one while it serves): a code of an earlier sale
+    // expired with it.
+    for (const sale of this.#prepared.values()) {
+      const codes = held.filter((a) => a.saleId === sale.id)
+      if (codes.length === 0) continue
+      await this.restoreHotState(sale)
+      for (const attempt of codes) await inventory.cancelReservation(sale, attempt.code as string)
+    }
   }
 
   async purchase (code: string): Promise<Purchase> {
@@ -426,8 +459,18 @@ export class SaleService {
     throw error
   }
 
-  #record (attempt: CheckoutAttempt): Promise<void> {
-    return this.#deps.checkoutLog.push(attempt)
+  /**
+   * Every checkout read is a row: if its batch fails (or Postgres cannot take it now), the attempt
+   * goes to the spool, on disk before the client hears its 503, and is replayed when Postgres
+   * answers again. A full spool is counted and logged by its plugin; the 503 stands either way.
+   */
+  async #record (attempt: CheckoutAttempt): Promise<void> {
+    try {
+      await this.#deps.checkoutLog.push(attempt)
+    } catch (error) {
+      await this.#deps.spool.append(attempt).catch(() => {})
+      throw error
+    }
   }
 
   /** A dependency failure mid-checkout is still an attempt: record it, then answer 503. */
@@ -435,8 +478,8 @@ export class SaleService {
     try {
       return await work
     } catch (error) {
-      await this.#record({ ...attempt, outcome: 'service_unavailable', code: null, expiresAt: null })
-        .catch((err: unknown) => this.#deps.log.error({ err }, 'could not record a failed checkout attempt'))
+      // If Postgres cannot take the row either, the spool has it.
+      await this.#record({ ...attempt, outcome: 'service_unavailable', code: null, expiresAt: null }).catch(() => {})
       return toUnavailable(error)
     }
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
+import { waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
 /**
@@ -32,8 +33,10 @@ test('an accepted checkout that Postgres does not commit is a 503 and its item g
 
   await restore()
   assert.equal((await checkout(app, 'user_id=alice&id=1')).statusCode, 200, 'the same user takes the same item')
-  const rows = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'alice'")
-  assert.deepEqual(rows.map((r) => r.outcome), ['accepted'], 'nothing half-written by the failed attempt')
+  // The failed attempt is a row too: its 503, written from the spool (the trigger lets that one through).
+  await waitFor(async () => app.attemptSpool.bytes === 0, 5000)
+  const rows = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'alice' ORDER BY outcome")
+  assert.deepEqual(rows.map((r) => r.outcome), ['accepted', 'service_unavailable'], 'nothing half-written by the failed attempt')
 })
 
 test('a purchase that Postgres does not commit is a 503, not a sale, and the code can be redeemed after', async (t) => {

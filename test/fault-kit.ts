@@ -192,8 +192,25 @@ export function dedicatedPostgres (t: TestContext) {
   const ctl = (action: string) => asPostgres(`${bin}/pg_ctl -D ${dir}/data -w -t 30 -l ${dir}/log -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1" ${action}`)
   ctl('start')
   t.after(() => {
+    try { signalAll('SIGCONT') } catch { /* not running */ }
     try { ctl('stop -m immediate') } catch { /* already stopped */ }
     rmSync(dir, { recursive: true, force: true })
   })
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, start: () => ctl('start'), stop: () => ctl('stop -m immediate') }
+  /** The postmaster and every process it forked (backends, WAL writer, ...), read from /proc. */
+  const clusterPids = (): number[] => {
+    const postmaster = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0])
+    const children = readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
+      try { return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]) === postmaster } catch { return false }
+    }).map(Number)
+    return [postmaster, ...children]
+  }
+  const signalAll = (signal: NodeJS.Signals) => { for (const pid of clusterPids()) process.kill(pid, signal) }
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start: () => ctl('start'),
+    stop: () => ctl('stop -m immediate'),
+    /** Freezes the whole cluster (SIGSTOP): statements already sent run, and commit, only after `resume`. */
+    stall: () => signalAll('SIGSTOP'),
+    resume: () => signalAll('SIGCONT')
+  }
 }

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { canSwitchUser, dedicatedPostgres, freePort, kill, pingRedis, startRedis, waitFor } from './fault-kit.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+
+const ITEMS = 300
+
+test('checkouts whose commit stalled past the timeout never hold an item, even after Redis is rebuilt from Postgres', { skip: !canSwitchUser && 'needs root to run a dedicated Postgres' }, async (t) => {
+  const postgres = dedicatedPostgres(t)
+  const redisPort = await freePort()
+  let redis = startRedis(redisPort)
+  t.after(() => kill(redis))
+  await waitFor(() => pingRedis(redisPort), 5000)
+  const spoolDir = mkdtempSync(join(tmpdir(), 'flash-spool-'))
+  t.after(() => rmSync(spoolDir, { recursive: true, force: true }))
+  const config = isolatedConfig(t, {
+    DATABASE_URL: postgres.url,
+    REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+    SALE_ITEMS: ITEMS,
+    USER_LIMIT: 1000,
+    CHECKOUT_TTL_SECONDS: 600,
+    PG_CONNECT_TIMEOUT_MS: 500,
+    PG_QUERY_TIMEOUT_MS: 500,
+    SPOOL_DIR: spoolDir
+  })
+  // The sale clock stands still: no code expires during the test, so every 200 must stay buyable.
+  const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
+
+  const acknowledged = new Map<string, number>() // code -> item
+  let refusedUnavailable = 0
+  const done = new AbortController()
+  const load = Promise.all(Array.from({ length: 16 }, async (_, u) => {
+    while (!done.signal.aborted) {
+      const res = await checkout(app, `user_id=u${u}&id=${1 + Math.floor(Math.random() * ITEMS)}`)
+      if (res.statusCode === 200) acknowledged.set(res.json().code, res.json().item.id)
+      else if (res.statusCode === 503) refusedUnavailable++
+      await sleep(5)
+    }
+  }))
+
+  // Freeze the database with batches on the wire: the client gives up on them (503, holds
+  // cancelled in Redis), the statements run and commit once it thaws.
+  await sleep(400)
+  postgres.stall()
+  await sleep(3000)
+  postgres.resume()
+  await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
+  await sleep(500)
+  done.abort()
+  await load
+  assert.ok(refusedUnavailable > 0, 'the stall was seen by the clients')
+  // Whatever the service still has to settle with Postgres it does by itself, within seconds.
+  await waitFor(async () => /^flash_sale_spool_bytes 0$/m.test((await app.inject('/metrics')).body), 10_000).catch(() => {})
+
+  // Every item a 503'd checkout let go of is free for someone else: a sweeper takes all free items.
+  for (let item = 1; item <= ITEMS; item++) {
+    const res = await checkout(app, `user_id=sweeper&id=${item}`)
+    if (res.statusCode === 200) acknowledged.set(res.json().code, item)
+  }
+
+  // Postgres holds no accepted checkout that its client was not told about.
+  const accepted = await sql<{ code: string }>(app, "SELECT code FROM checkout_attempts WHERE outcome = 'accepted' AND settled IS DISTINCT FROM 'voided'")
+  const phantoms = accepted.filter((r) => !acknowledged.has(r.code))
+  assert.equal(phantoms.length, 0, `${phantoms.length} accepted rows were answered 503`)
+
+  // Redis restarts empty and is rebuilt from Postgres.
+  await kill(redis)
+  redis = startRedis(redisPort)
+  await waitFor(() => pingRedis(redisPort), 5000)
+  await waitFor(async () => (await app.inject('/')).json().sale?.held === acknowledged.size, 10_000).catch(() => {})
+
+  // Every 200 buys its item; afterwards nothing is held: no 503'd code holds an item.
+  const lost: string[] = []
+  for (const code of acknowledged.keys()) {
+    const res = await purchase(app, code)
+    if (res.statusCode !== 200) lost.push(res.json().error)
+  }
+  assert.deepEqual(lost, [], 'every customer with a 200 can buy')
+  const { sold, held } = (await app.inject('/')).json().sale
+  assert.deepEqual({ sold, held }, { sold: acknowledged.size, held: 0 })
+})

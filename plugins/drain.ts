@@ -8,7 +8,7 @@ import { ServiceUnavailable } from '../src/errors.js'
 const DRAIN_MAX_MS = 1000
 const DRAIN_POLL_MS = 20
 
-/** The reply to the last request read on a socket while it is unfinished; null while the socket is idle. */
+/** The reply to the last request read on a socket (null before the first): one property write per request, no extra hook. */
 const kLast = Symbol('last reply')
 type TrackedSocket = Socket & { [kLast]?: FastifyReply | null }
 
@@ -58,12 +58,6 @@ export default fp(async (fastify) => {
     }
     done(closing ? new ServiceUnavailable('shutting_down') : undefined)
   })
-  fastify.addHook('onResponse', (request, reply, done) => {
-    const socket = socketOf(request)
-    if (socket?.[kLast] === reply) socket[kLast] = null
-    done()
-  })
-
   fastify.addHook('preClose', async () => {
     closing = true
     // Requests read before the drain and not answered yet: their response is the last on its socket.
@@ -74,7 +68,11 @@ export default fp(async (fastify) => {
     const deadline = Date.now() + Math.min(DRAIN_MAX_MS, config.SHUTDOWN_GRACE_MS / 2)
     // Waits for sockets with a request to answer, or idle ones a client may still send on. Not
     // for a response that is only being written (a /sale/events stream): no client sends there.
-    const inUse = (socket: TrackedSocket) => socket[kLast] === null || socket[kLast]?.raw.headersSent === false
+    // (Idle: no request yet, or the last one's response is written in full.)
+    const inUse = (socket: TrackedSocket) => {
+      const last = socket[kLast]
+      return last === null || last === undefined || last.raw.writableFinished || !last.raw.headersSent
+    }
     while (Date.now() < deadline && [...sockets].some(inUse)) await sleep(DRAIN_POLL_MS)
     // A response begun before the drain (a slow one, a /sale/events stream) carried no
     // `Connection: close`: its socket closes as soon as it ends rather than idling out a keep-alive.

@@ -29,12 +29,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     // (invalid JSON, 413, 415, a body cut short of its Content-Length) is recorded as
     // `invalid_request`, a request refused by the drain as `service_unavailable`; then answered as
     // usual. If even that record fails, the answer is the 503 (and the spool has the attempt).
-    errorHandler: async (error: FastifyError, request, reply) => {
-      if (!(error instanceof RateLimited)) {
-        const failed = await recordUnhandled(request, error instanceof ServiceUnavailable ? 'service_unavailable' : 'invalid_request')
-        if (failed !== null) return sendError(failed as FastifyError, request, reply)
-      }
-      return sendError(error, request, reply)
+    // (Synchronous for the common case, a refusal the handler recorded: no promise per refusal.)
+    errorHandler: (error: FastifyError, request, reply) => {
+      if (recorded.has(request) || error instanceof RateLimited) return sendError(error, request, reply)
+      return recordUnhandled(request, error instanceof ServiceUnavailable ? 'service_unavailable' : 'invalid_request')
+        .then((failed) => sendError((failed ?? error) as FastifyError, request, reply))
     },
     // A client that stops sending mid-body and closes: Node answers the parser error itself and the
     // body never completes, so neither the handler nor the error handler would see the request.

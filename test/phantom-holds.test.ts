@@ -62,6 +62,11 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
     if (res.statusCode === 200) acknowledged.set(res.json().code, item)
   }
 
+  // The stall did what it is for: rows committed behind their 503s, and the spool's replay
+  // rewrote them (an ON CONFLICT DO UPDATE; no purchase has updated anything yet).
+  await waitFor(async () => (await sql<{ n: string }>(app, "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'checkout_attempts' AND schemaname = current_schema()"))[0]?.n !== '0', 5000)
+    .catch(() => assert.fail('no checkout committed after its 503: the stall missed every batch'))
+
   // Postgres holds no accepted checkout that its client was not told about.
   const accepted = await sql<{ code: string }>(app, "SELECT code FROM checkout_attempts WHERE outcome = 'accepted' AND settled IS DISTINCT FROM 'voided'")
   const phantoms = accepted.filter((r) => !acknowledged.has(r.code))

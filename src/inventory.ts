@@ -142,6 +142,11 @@ export class Inventory {
     return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }
 
+  /** True when Redis holds `code` as a live reservation (state R). */
+  async holdsCode (sale: Sale, code: string): Promise<boolean> {
+    return (await this.#redis.hget(sale.keys[2] as string, code))?.startsWith('R|') === true
+  }
+
   /** Those of `codes` that Redis holds as redeemed (state P). */
   async redeemedCodes (sale: Sale, codes: string[]): Promise<string[]> {
     if (codes.length === 0) return []

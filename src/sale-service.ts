@@ -249,8 +249,9 @@ export class SaleService {
     if (status === 'rate_limited') throw this.#rateLimited(now)
     if (status !== 'ok') return this.#refuseCheckout(status, { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
 
+    const accepted: CheckoutAttempt = { attemptId, saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now }
     try {
-      await this.#record({ attemptId, saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now })
+      await this.#record(accepted)
     } catch (error) {
       // Not acknowledged: give the item back now rather than hold it for nobody. If the row
       // commits after all (late), the spool's replay turns it into a service_unavailable row and
@@ -258,7 +259,26 @@ export class SaleService {
       await inventory.cancelReservation(sale, code).catch((err: unknown) => this.#deps.log.error({ err }, 'could not cancel an unrecorded reservation'))
       throw error
     }
+    // If Redis lost the sale meanwhile and a rebuild read Postgres before this row committed, the
+    // rebuilt state does not know the code: a 200 for it could never buy. So the code must still
+    // hold its item (one HGET; a rebuild under way is waited for). If not, the answer is a 503 and
+    // the committed row is rewritten through the spool like any unacknowledged one.
+    if (!await this.#stillHeld(sale, code)) {
+      await this.#deps.spool.append(accepted).catch(() => {})
+      throw new ServiceUnavailable('sale_restoring')
+    }
     return { code, expiresAt, sale, item: sale.catalog[itemId] as CatalogItem }
+  }
+
+  async #stillHeld (sale: Sale, code: string): Promise<boolean> {
+    const { inventory } = this.#deps
+    try {
+      if (await inventory.holdsCode(sale, code)) return true
+      await this.restoreHotState(sale)
+      return await inventory.holdsCode(sale, code)
+    } catch {
+      return false
+    }
   }
 
   #rateLimited (now: number): RateLimited {

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import pg from 'pg'
 import { canSwitchUser, dedicatedPostgres, freePort, kill, pingRedis, startRedis, waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
@@ -87,4 +89,37 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
   assert.deepEqual(lost, [], 'every customer with a 200 can buy')
   const { sold, held } = (await app.inject('/')).json().sale
   assert.deepEqual({ sold, held }, { sold: acknowledged.size, held: 0 })
+})
+
+test('a checkout whose row commits after a rebuild of Redis read Postgres is not a 200 that cannot buy', async (t) => {
+  const config = isolatedConfig(t, { SALE_ITEMS: 10, USER_LIMIT: 5 })
+  const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
+  const redis = new Redis(config.REDIS_URL)
+  t.after(() => redis.disconnect())
+  const metaKeys = async () => redis.keys(`${config.REDIS_KEY_PREFIX}{sale:*}:meta`)
+
+  // Inserts into checkout_attempts wait on this lock (reads do not): alice's row is in flight.
+  const locker = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}` })
+  await locker.connect()
+  t.after(() => locker.end())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE checkout_attempts IN EXCLUSIVE MODE')
+  const alice = checkout(app, 'user_id=alice&id=1')
+  await sleep(300)
+
+  // Redis loses the sale; the next request rebuilds it from Postgres, which has no row of alice's yet.
+  const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}*`)
+  await redis.del(...keys)
+  const bob = checkout(app, 'user_id=bob&id=2')
+  await waitFor(async () => (await metaKeys()).length === 1, 5000)
+  await locker.query('COMMIT')
+
+  for (const [who, res] of [['alice', await alice], ['bob', await bob]] as const) {
+    if (res.statusCode !== 200) continue
+    const bought = await purchase(app, res.json().code)
+    assert.equal(bought.statusCode, 200, `${who} got a 200 and can buy: ${bought.body}`)
+  }
+  assert.equal((await bob).statusCode, 200, 'a checkout after the rebuild is unaffected')
+  // alice's code holds nothing: her item is free for someone else.
+  assert.equal((await checkout(app, 'user_id=carol&id=1')).statusCode, 200)
 })

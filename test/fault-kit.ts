@@ -61,6 +61,7 @@ export async function startService (t: TestContext, config: Config, options: Ser
       DATABASE_SCHEMA: config.DATABASE_SCHEMA,
       REDIS_URL: config.REDIS_URL,
       REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX,
+      SPOOL_DIR: config.SPOOL_DIR,
       SALE_ITEMS: String(config.SALE_ITEMS),
       USER_LIMIT: String(config.USER_LIMIT),
       CHECKOUT_TTL_SECONDS: String(config.CHECKOUT_TTL_SECONDS),

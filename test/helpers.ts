@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto'
+import { rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
@@ -15,7 +18,7 @@ export class TestClock {
   set (iso: string): void { this.ms = Date.parse(iso) }
 }
 
-/** Isolation for one test file: its own Postgres schema and Redis key prefix, removed afterwards. */
+/** Isolation for one test file: its own Postgres schema, Redis key prefix and attempt spool, removed afterwards. */
 export function isolatedConfig (t: TestContext, overrides: Partial<Config> = {}): Config {
   const id = `t_${randomBytes(5).toString('hex')}`
   const config = loadConfig({
@@ -25,10 +28,13 @@ export function isolatedConfig (t: TestContext, overrides: Partial<Config> = {})
     SALE_ITEMS: 20,
     USER_LIMIT: 3,
     CHECKOUT_TTL_SECONDS: 60,
+    SPOOL_DIR: join(tmpdir(), `flash-spool-${id}`),
     ...overrides
   })
   // A test may have stopped its own dedicated Postgres or Redis: then there is nothing to clean.
   t.after(() => dropScratch(config).catch(() => {}))
+  // A service killed mid-outage leaves spooled attempts of a schema that is gone now.
+  t.after(() => rmSync(join(tmpdir(), `flash-spool-${id}`), { recursive: true, force: true }))
   return config
 }
 

@@ -14,6 +14,7 @@ import clockPlugin from '../plugins/clock.js'
 import salesPlugin from '../plugins/sales.js'
 import spoolPlugin from '../plugins/spool.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
+import partitionsPlugin from '../plugins/partitions.js'
 import metricsPlugin from '../plugins/metrics.js'
 import openapiPlugin from '../plugins/openapi.js'
 import checkoutRoutes from '../routes/checkout.js'
@@ -34,7 +35,7 @@ export interface BuildOptions {
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
  * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> attempt spool -> sales -> roll.
+ * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> attempt spool -> sales -> partitions -> roll.
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -85,6 +86,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(rateLimitPlugin)
   await app.register(spoolPlugin)
   await app.register(salesPlugin)
+  await app.register(partitionsPlugin)
   await app.register(saleRollPlugin)
   // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).
   await app.register(openapiPlugin)

@@ -27,6 +27,24 @@ export const ConfigSchema = Type.Object({
   PG_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000 }),
   PG_QUERY_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
 
+  /**
+   * Partitions and pooling (src/partitions.ts, plugins/partitions.ts). DATABASE_DIRECT_URL reaches
+   * Postgres itself for what a transaction-mode pooler such as PgBouncer cannot carry: migrations
+   * (a session advisory lock) and partition maintenance (DETACH ... CONCURRENTLY, lock_timeout);
+   * unset, DATABASE_URL is used for both.
+   */
+  DATABASE_DIRECT_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  /**
+   * 'transaction' when DATABASE_URL is a transaction-mode pooler (PgBouncer 1.18 refuses startup
+   * parameters other than a few): the pool then sends no session settings, and the pooler's
+   * server connections must carry search_path = DATABASE_SCHEMA and statement_timeout =
+   * PG_QUERY_TIMEOUT_MS (PgBouncer's connect_query, or ALTER ROLE ... SET); start-up checks they do.
+   */
+  DATABASE_POOL_MODE: Type.Union([Type.Literal('session'), Type.Literal('transaction')], { default: 'session' }),
+  PARTITIONS_AHEAD_DAYS: Type.Integer({ minimum: 1, maximum: 60, default: 3 }),
+  ATTEMPTS_RETENTION_DAYS: Type.Integer({ minimum: 1, default: 30 }),
+  PARTITION_MAINTENANCE_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 3_600_000 }),
+
   REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
   /**
    * Prefix for every Redis key; tests give each file its own. No braces allowed: a `{` in the

@@ -15,6 +15,8 @@ export interface CheckoutAttempt {
 
 export interface PurchaseRecord {
   saleId: number
+  /** The sale's start: the partition key, so the fence looks the code up in one partition. */
+  saleStartsAt: number
   itemId: number
   userId: string
   code: string
@@ -26,6 +28,8 @@ export interface PurchaseRecord {
  * Multi-row INSERTs for the batch writers: one parameter per column (arrays through
  * unnest), so one plan serves every batch size and the 65,535-parameter cap never applies.
  * Times travel as epoch milliseconds (cheaper to serialize than ISO strings).
+ * An attempt's partition key is its sale's start, or its own time when it has no sale
+ * (migrations/1764600000000_partitioned-records.sql): the same attempt always gets the same key.
  */
 export function checkoutAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
@@ -33,10 +37,13 @@ export function checkoutAttemptWriter (pool: Pool) {
     // up on reaching Postgres after the spool's replay of its rows; it then fails as a whole, and
     // every row of it is in the spool (all were answered 503), so the replayed rows stand.
     await pool.query(
-      `INSERT INTO checkout_attempts (attempt_id, sale_id, user_id, item_id, outcome, code, expires_at, attempted_at)
-       SELECT attempt_id, sale_id, user_id, item_id, outcome, code, to_timestamp(expires_ms / 1000), to_timestamp(attempted_ms / 1000)
+      `WITH sale AS MATERIALIZED (SELECT id, starts_at FROM sales WHERE id = ANY($2::bigint[]))
+       INSERT INTO checkout_attempts (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at)
+       SELECT r.attempt_id, r.sale_id, coalesce(sale.starts_at, to_timestamp(r.attempted_ms / 1000)), r.user_id, r.item_id, r.outcome, r.code,
+              to_timestamp(r.expires_ms / 1000), to_timestamp(r.attempted_ms / 1000)
        FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::float8[], $8::float8[])
-         AS r (attempt_id, sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)`,
+         AS r (attempt_id, sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)
+         LEFT JOIN sale ON sale.id = r.sale_id`,
       [
         rows.map((r) => r.attemptId),
         rows.map((r) => r.saleId),
@@ -63,11 +70,14 @@ export function checkoutAttemptWriter (pool: Pool) {
 export function unavailableAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
     await pool.query(
-      `INSERT INTO checkout_attempts AS a (attempt_id, sale_id, user_id, item_id, outcome, attempted_at)
-       SELECT attempt_id, sale_id, user_id, item_id, 'service_unavailable', to_timestamp(attempted_ms / 1000)
+      `WITH sale AS MATERIALIZED (SELECT id, starts_at FROM sales WHERE id = ANY($2::bigint[]))
+       INSERT INTO checkout_attempts AS a (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, attempted_at)
+       SELECT r.attempt_id, r.sale_id, coalesce(sale.starts_at, to_timestamp(r.attempted_ms / 1000)), r.user_id, r.item_id,
+              'service_unavailable', to_timestamp(r.attempted_ms / 1000)
        FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::float8[])
          AS r (attempt_id, sale_id, user_id, item_id, attempted_ms)
-       ON CONFLICT (attempt_id) DO UPDATE SET outcome = 'service_unavailable', code = NULL, expires_at = NULL
+         LEFT JOIN sale ON sale.id = r.sale_id
+       ON CONFLICT (attempt_id, sale_starts_at) DO UPDATE SET outcome = 'service_unavailable', code = NULL, expires_at = NULL
        WHERE a.settled IS NULL AND a.outcome <> 'service_unavailable'`,
       [
         rows.map((r) => r.attemptId),
@@ -84,22 +94,28 @@ export function unavailableAttemptWriter (pool: Pool) {
  * Inserts purchases and resolves each with its purchase id, or with null for a row the
  * settlement fence refused: its code was voided first (given back after its purchase was taken
  * for abandoned), or its item already has a purchase. A refused row fails alone, never its batch.
+ * The batch's sale starts ($8, one or two values: a batch may straddle XX:00) are constants of
+ * the statement, so Postgres prunes to their partitions when it plans it.
  */
 export function purchaseWriter (pool: Pool) {
   return async (rows: PurchaseRecord[]): Promise<Array<number | null>> => {
     const { rows: inserted } = await pool.query<{ id: string, code: string }>(
       `WITH batch AS (
-         SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[])
-           AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms)
+         SELECT r.*, to_timestamp(r.sale_starts_ms / 1000) AS sale_starts_at
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[], $7::float8[])
+           AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms, sale_starts_ms)
        ), settled AS (
          UPDATE checkout_attempts a SET settled = 'purchased'
          FROM batch b
-         WHERE a.code = b.code AND a.settled IS NULL
-           AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.sale_id = b.sale_id AND p.item_id = b.item_id)
+         WHERE a.sale_starts_at = ANY($8::timestamptz[]) AND a.sale_starts_at = b.sale_starts_at
+           AND a.code = b.code AND a.settled IS NULL
+           AND NOT EXISTS (SELECT 1 FROM purchases p
+                           WHERE p.sale_starts_at = ANY($8::timestamptz[]) AND p.sale_starts_at = b.sale_starts_at
+                             AND p.sale_id = b.sale_id AND p.item_id = b.item_id)
          RETURNING a.code
        )
-       INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
-       SELECT b.sale_id, b.item_id, b.user_id, b.code, b.price_cents, to_timestamp(b.purchased_ms / 1000)
+       INSERT INTO purchases (sale_id, sale_starts_at, item_id, user_id, code, price_cents, purchased_at)
+       SELECT b.sale_id, b.sale_starts_at, b.item_id, b.user_id, b.code, b.price_cents, to_timestamp(b.purchased_ms / 1000)
        FROM batch b JOIN settled s ON s.code = b.code
        RETURNING id, code`,
       [
@@ -108,7 +124,9 @@ export function purchaseWriter (pool: Pool) {
         rows.map((r) => r.userId),
         rows.map((r) => r.code),
         rows.map((r) => r.priceCents),
-        rows.map((r) => r.purchasedAt)
+        rows.map((r) => r.purchasedAt),
+        rows.map((r) => r.saleStartsAt),
+        [...new Set(rows.map((r) => r.saleStartsAt))].map((ms) => new Date(ms).toISOString())
       ])
     const idByCode = new Map(inserted.map((r) => [r.code, Number(r.id)]))
     return rows.map((r) => idByCode.get(r.code) ?? null)

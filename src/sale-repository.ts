@@ -2,6 +2,12 @@ import type { Pool } from 'pg'
 import type { AcceptedCheckout } from './inventory.js'
 import { saleKeys, saleTag, type CatalogItem, type Sale } from './sale.js'
 
+/**
+ * What names a sale in checkout_attempts and purchases: its id and its start, the partition key.
+ * Queries filter on the start as a constant, so Postgres plans them against one partition.
+ */
+export type SaleKey = Pick<Sale, 'id' | 'startsAt'>
+
 interface SaleRow { id: string, token: string, starts_at: Date, ends_at: Date, item_count: number, user_limit: number }
 
 /** What Postgres, the system of record, says about one sale (the operator's `npm run sale:status`). */
@@ -19,6 +25,22 @@ export interface SaleReport {
   /** Checkout attempts of the sale by outcome (`accepted`, each refusal code, ...). */
   attempts: Record<string, number>
 }
+
+/** Sold, buyers, revenue and live holds of sale $1 starting at $2 (epoch ms), at instant $3. */
+export const reportCountsSql =
+  `SELECT p.sold, p.buyers, p.revenue_cents,
+          (SELECT count(*)::int FROM checkout_attempts a
+           WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.sale_id = $1 AND a.outcome = 'accepted'
+             AND a.expires_at > to_timestamp($3::float8 / 1000)
+             AND NOT EXISTS (SELECT 1 FROM purchases x WHERE x.sale_starts_at = to_timestamp($2::float8 / 1000) AND x.code = a.code)) AS held
+   FROM (SELECT count(*)::int AS sold, count(DISTINCT user_id)::int AS buyers, coalesce(sum(price_cents), 0) AS revenue_cents
+         FROM purchases WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND sale_id = $1) p`
+
+/** Checkout attempts of sale $1 starting at $2 (epoch ms) by outcome. */
+export const reportOutcomesSql =
+  `SELECT outcome, count(*)::int AS n FROM checkout_attempts
+   WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND sale_id = $1
+   GROUP BY outcome ORDER BY n DESC, outcome`
 
 /**
  * Sales and their catalogs in Postgres, the system of record.
@@ -109,32 +131,37 @@ export class SaleRepository {
    * one, whose client may hold a 200, wins. Voided codes and rewritten ones (no longer
    * `accepted`) are never replayed.
    */
-  async acceptedCheckouts (saleId: number): Promise<AcceptedCheckout[]> {
+  async acceptedCheckouts (sale: SaleKey): Promise<AcceptedCheckout[]> {
     const { rows } = await this.pool.query<{ code: string, purchased: boolean, item_id: number, expires_ms: string, user_id: string }>(
       `SELECT a.code, p.id IS NOT NULL AS purchased, a.item_id, (extract(epoch FROM a.expires_at) * 1000)::bigint AS expires_ms, a.user_id
-       FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code
-       WHERE a.sale_id = $1 AND a.outcome = 'accepted' AND a.settled IS DISTINCT FROM 'voided'
-       ORDER BY purchased DESC, a.attempted_at DESC, a.id DESC`, [saleId])
+       FROM checkout_attempts a
+         LEFT JOIN purchases p ON p.sale_starts_at = to_timestamp($2::float8 / 1000) AND p.code = a.code
+       WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.sale_id = $1
+         AND a.outcome = 'accepted' AND a.settled IS DISTINCT FROM 'voided'
+       ORDER BY purchased DESC, a.attempted_at DESC, a.id DESC`, [sale.id, sale.startsAt])
     return rows.map((r) => ({ code: r.code, purchased: r.purchased, itemId: r.item_id, expiresAt: Number(r.expires_ms), userId: r.user_id }))
   }
 
   /** Committed purchases of a sale. */
-  async purchaseCount (saleId: number): Promise<number> {
-    const { rows: [row] } = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM purchases WHERE sale_id = $1', [saleId])
+  async purchaseCount (sale: SaleKey): Promise<number> {
+    const { rows: [row] } = await this.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM purchases WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND sale_id = $1', [sale.id, sale.startsAt])
     return row?.n ?? 0
   }
 
   /** Items of a sale with a committed purchase. */
-  async purchasedItems (saleId: number): Promise<Set<number>> {
-    const { rows } = await this.pool.query<{ item_id: number }>('SELECT item_id FROM purchases WHERE sale_id = $1', [saleId])
+  async purchasedItems (sale: SaleKey): Promise<Set<number>> {
+    const { rows } = await this.pool.query<{ item_id: number }>(
+      'SELECT item_id FROM purchases WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND sale_id = $1', [sale.id, sale.startsAt])
     return new Set(rows.map((r) => r.item_id))
   }
 
   /** Accepted, still unsettled checkout codes of some items of a sale. */
-  async unsettledCodesOfItems (saleId: number, itemIds: number[]): Promise<string[]> {
+  async unsettledCodesOfItems (sale: SaleKey, itemIds: number[]): Promise<string[]> {
     const { rows } = await this.pool.query<{ code: string }>(
-      "SELECT code FROM checkout_attempts WHERE sale_id = $1 AND outcome = 'accepted' AND settled IS NULL AND item_id = ANY($2::int[])",
-      [saleId, itemIds])
+      `SELECT code FROM checkout_attempts
+       WHERE sale_starts_at = to_timestamp($3::float8 / 1000) AND sale_id = $1 AND outcome = 'accepted' AND settled IS NULL AND item_id = ANY($2::int[])`,
+      [sale.id, itemIds, sale.startsAt])
     return rows.map((r) => r.code)
   }
 
@@ -143,50 +170,59 @@ export class SaleRepository {
    * recorded (the purchase writer's fence), so their items may be given back. A code whose
    * purchase is committing waits here for it, then is left alone.
    */
-  async voidCodes (codes: string[]): Promise<string[]> {
+  async voidCodes (sale: SaleKey, codes: string[]): Promise<string[]> {
     const { rows } = await this.pool.query<{ code: string }>(
-      "UPDATE checkout_attempts SET settled = 'voided' WHERE code = ANY($1::text[]) AND settled IS NULL RETURNING code", [codes])
+      `UPDATE checkout_attempts SET settled = 'voided'
+       WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND code = ANY($1::text[]) AND settled IS NULL RETURNING code`,
+      [codes, sale.startsAt])
     return rows.map((r) => r.code)
   }
 
   /** How a code was settled: 'purchased', 'voided', or null while neither. */
-  async settlementOf (code: string): Promise<{ settled: string | null, purchaseId: number | null }> {
+  async settlementOf (sale: SaleKey, code: string): Promise<{ settled: string | null, purchaseId: number | null }> {
     const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null }>(
-      'SELECT a.settled, p.id AS purchase_id FROM checkout_attempts a LEFT JOIN purchases p ON p.code = a.code WHERE a.code = $1', [code])
+      `SELECT a.settled, p.id AS purchase_id
+       FROM checkout_attempts a LEFT JOIN purchases p ON p.sale_starts_at = to_timestamp($2::float8 / 1000) AND p.code = a.code
+       WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.code = $1`, [code, sale.startsAt])
     return { settled: row?.settled ?? null, purchaseId: row?.purchase_id == null ? null : Number(row.purchase_id) }
   }
 
-  /** The sale a checkout code was issued in, or null for a code never issued. */
+  /**
+   * The sale a checkout code was issued in, or null for a code never issued (or whose day is past
+   * retention). Only for codes Redis does not know: it probes the code index of every partition.
+   */
   async saleOfCode (code: string): Promise<number | null> {
     const { rows: [row] } = await this.pool.query<{ sale_id: string }>(
       'SELECT sale_id FROM checkout_attempts WHERE code = $1', [code])
     return row ? Number(row.sale_id) : null
   }
 
-  /** The `limit` latest sales (by opening time, newest first, a prepared one included), as of `now`. */
+  /**
+   * The `limit` latest sales (by opening time, newest first, a prepared one included), as of `now`.
+   * The sales are looked up first so that each one's counts are queries on its start, a constant:
+   * each touches the one partition holding the sale (test/partitions.test.ts checks the plans).
+   */
   async report (now: number, limit: number): Promise<SaleReport[]> {
-    const { rows } = await this.pool.query<SaleRow & { sold: number, held: number, buyers: number, revenue_cents: string, attempts: Record<string, number> }>(
-      `SELECT s.id, s.starts_at, s.ends_at, s.item_count, s.user_limit, p.sold, p.buyers, p.revenue_cents, h.held, a.attempts
-       FROM (SELECT * FROM sales ORDER BY starts_at DESC LIMIT $2) s,
-            LATERAL (SELECT count(*)::int AS sold, count(DISTINCT user_id)::int AS buyers, coalesce(sum(price_cents), 0) AS revenue_cents
-                     FROM purchases WHERE sale_id = s.id) p,
-            LATERAL (SELECT count(*)::int AS held FROM checkout_attempts a
-                     WHERE a.sale_id = s.id AND a.outcome = 'accepted' AND a.expires_at > to_timestamp($1::float8 / 1000)
-                       AND NOT EXISTS (SELECT 1 FROM purchases x WHERE x.code = a.code)) h,
-            LATERAL (SELECT coalesce(json_object_agg(outcome, n ORDER BY n DESC, outcome), '{}'::json) AS attempts
-                     FROM (SELECT outcome, count(*)::int AS n FROM checkout_attempts WHERE sale_id = s.id GROUP BY outcome) o) a
-       ORDER BY s.starts_at DESC`, [now, limit])
-    return rows.map((row) => ({
-      id: Number(row.id),
-      startsAt: row.starts_at.getTime(),
-      endsAt: row.ends_at.getTime(),
-      items: row.item_count,
-      userLimit: row.user_limit,
-      sold: row.sold,
-      held: row.held,
-      buyers: row.buyers,
-      revenueCents: Number(row.revenue_cents),
-      attempts: row.attempts
+    const { rows } = await this.pool.query<SaleRow>(
+      'SELECT id, token, starts_at, ends_at, item_count, user_limit FROM sales ORDER BY starts_at DESC LIMIT $1', [limit])
+    return Promise.all(rows.map(async (row) => {
+      const sale = [row.id, row.starts_at.getTime()]
+      const [{ rows: [counts] }, { rows: outcomes }] = await Promise.all([
+        this.pool.query<{ sold: number, held: number, buyers: number, revenue_cents: string }>(reportCountsSql, [...sale, now]),
+        this.pool.query<{ outcome: string, n: number }>(reportOutcomesSql, sale)
+      ])
+      return {
+        id: Number(row.id),
+        startsAt: row.starts_at.getTime(),
+        endsAt: row.ends_at.getTime(),
+        items: row.item_count,
+        userLimit: row.user_limit,
+        sold: counts?.sold ?? 0,
+        held: counts?.held ?? 0,
+        buyers: counts?.buyers ?? 0,
+        revenueCents: Number(counts?.revenue_cents ?? 0),
+        attempts: Object.fromEntries(outcomes.map((o) => [o.outcome, o.n]))
+      }
     }))
   }
 }

@@ -205,7 +205,7 @@ export class SaleService {
       if (await inventory.lockRebuild(sale)) {
         try {
           if (await inventory.isLive(sale)) return
-          const accepted = await repository.acceptedCheckouts(sale.id)
+          const accepted = await repository.acceptedCheckouts(sale)
           await inventory.rebuild(sale, accepted, this.now())
           if (accepted.length > 0) log.warn({ saleId: sale.id, codes: accepted.length }, 'sale state rebuilt in Redis from Postgres')
           return
@@ -343,13 +343,13 @@ export class SaleService {
     this.#purchasing.add(code)
     try {
       const purchaseId = await this.#deps.purchaseLog.push({
-        saleId: sale.id, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
+        saleId: sale.id, saleStartsAt: sale.startsAt, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
       }).catch((error: unknown) => this.#settleFailedPurchase(sale, code, error))
       if (purchaseId !== null) return { purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought }
       // The fence refused it. Either the code was voided first (its purchase taken for
       // abandoned): its item goes back on sale. Or (only after a commit the service had given up
       // on) the item has another purchase: Redis keeps counting it sold, as Postgres does.
-      const { settled } = await repository.settlementOf(code).catch(toUnavailable)
+      const { settled } = await repository.settlementOf(sale, code).catch(toUnavailable)
       if (settled !== 'voided') throw new SaleRefusal('item_sold')
       await this.#giveBack(sale, code)
       throw new SaleRefusal('code_expired')
@@ -374,10 +374,10 @@ export class SaleService {
       await inventory.undoRedeem(sale, code).catch(logged)
       throw error
     }
-    const voided = await repository.voidCodes([code]).catch(() => null)
+    const voided = await repository.voidCodes(sale, [code]).catch(() => null)
     if (voided === null) throw error
     if (voided.length === 0) {
-      const { purchaseId } = await repository.settlementOf(code).catch(() => ({ purchaseId: null }))
+      const { purchaseId } = await repository.settlementOf(sale, code).catch(() => ({ purchaseId: null }))
       if (purchaseId !== null) return purchaseId
       throw error
     }
@@ -414,12 +414,12 @@ export class SaleService {
     }
     // Redis first, then Postgres: a purchase committed before the Redis read is seen as recorded.
     // Cheap check first: while the counts agree there is nothing to look for item by item.
-    if ((await inventory.counts(sale)).sold === await repository.purchaseCount(sale.id)) {
+    if ((await inventory.counts(sale)).sold === await repository.purchaseCount(sale)) {
       this.#unrecorded.clear()
       return 0
     }
     const sold = await inventory.soldItems(sale)
-    const recorded = await repository.purchasedItems(sale.id)
+    const recorded = await repository.purchasedItems(sale)
     // Wall-clock time, not the sale clock: how long an item has stayed unrecorded.
     const wallNow = Date.now()
     const unrecorded = new Map<number, number>()
@@ -434,11 +434,11 @@ export class SaleService {
     if (suspects.length === 0) return 0
     // The suspects' redeemed codes (an item's earlier, expired codes stay as they are), minus
     // those this instance is buying right now.
-    const unsettled = await repository.unsettledCodesOfItems(sale.id, suspects)
+    const unsettled = await repository.unsettledCodesOfItems(sale, suspects)
     const candidates = (await inventory.redeemedCodes(sale, unsettled)).filter((code) => !this.#purchasing.has(code))
     if (candidates.length === 0) return 0
     let givenBack = 0
-    for (const code of await repository.voidCodes(candidates)) {
+    for (const code of await repository.voidCodes(sale, candidates)) {
       if (await inventory.voidPurchase(sale, code)) givenBack++
     }
     if (givenBack > 0) log.warn({ saleId: sale.id, items: suspects, givenBack }, 'gave back purchases that Redis held but Postgres never recorded')

@@ -124,10 +124,10 @@ BEGIN
 END
 $$;
 
--- Partitions for every day that has rows, through today (the service adds the days ahead).
-SELECT flash_sale_add_day_partitions(
-  (least(now(), (SELECT min(starts_at) FROM sales), (SELECT min(attempted_at) FROM checkout_attempts_unpartitioned)) AT TIME ZONE 'UTC')::date,
-  (now() AT TIME ZONE 'UTC')::date);
+-- Partitions for the days that have rows (the service adds today's and the days ahead at start-up).
+SELECT flash_sale_add_day_partitions(day, day)
+FROM (SELECT (starts_at AT TIME ZONE 'UTC')::date AS day FROM sales
+      UNION SELECT (attempted_at AT TIME ZONE 'UTC')::date FROM checkout_attempts_unpartitioned WHERE sale_id IS NULL) AS days;
 
 INSERT INTO checkout_attempts (id, attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at, settled)
 SELECT a.id, a.attempt_id, a.sale_id, coalesce(s.starts_at, a.attempted_at), a.user_id, a.item_id, a.outcome, a.code, a.expires_at, a.attempted_at, a.settled

@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url'
 import { runner } from 'node-pg-migrate'
 import type { ClientBase } from 'pg'
 
-const migrationsDir = fileURLToPath(new URL('../migrations/', import.meta.url))
+export const migrationsDir = fileURLToPath(new URL('../migrations/', import.meta.url))
 
 /**
  * Applies pending SQL migrations (migrations/*.sql) with node-pg-migrate. Its advisory lock

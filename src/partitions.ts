@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type pg from 'pg'
 
 const DAY_MS = 86_400_000
@@ -26,8 +27,14 @@ export interface PartitionPolicy {
   retentionDays: number
 }
 
-/** How long a maintenance statement may wait for a lock that writers of the hot tables would queue behind. */
-const HOT_LOCK_TIMEOUT = '500ms'
+/**
+ * How long a maintenance statement may wait for a lock that writers of the hot tables would queue
+ * behind (creating a partition, dropping one of purchases); tried LOCK_TRIES times, a pause apart.
+ */
+const HOT_LOCK_TIMEOUT = '200ms'
+const LOCK_TRIES = 10
+const LOCK_RETRY_PAUSE_MS = 500
+const LOCK_NOT_AVAILABLE = '55P03'
 /** DETACH ... CONCURRENTLY waits for older transactions without blocking anybody: it may take its time. */
 const DETACH_LOCK_TIMEOUT = '60s'
 
@@ -55,7 +62,7 @@ export class PartitionMaintenance {
 
   /** Creates the partitions of today .. today + aheadDays that are missing; returns how many tables it created. */
   async createAhead (now: number): Promise<number> {
-    return this.#withClient(async (client) => {
+    return this.#withClient((client) => withRetries(async () => {
       await client.query('BEGIN')
       try {
         await client.query(`SET LOCAL lock_timeout = '${HOT_LOCK_TIMEOUT}'`)
@@ -68,7 +75,7 @@ export class PartitionMaintenance {
         await client.query('ROLLBACK').catch(() => {})
         throw error
       }
-    })
+    }))
   }
 
   /** Every day partition in the schema, attached or left detached by an interrupted run. */
@@ -77,9 +84,13 @@ export class PartitionMaintenance {
   }
 
   /**
-   * Detaches and drops every partition whose day is past retention, purchases before the
-   * attempts they reference; returns the dropped tables' names. Rows of live and recent sales are
-   * in younger partitions and never touched.
+   * Drops every partition whose day is past retention, purchases before the attempts they
+   * reference; returns the dropped tables' names. Rows of live and recent sales are in younger
+   * partitions and never touched. An attempts partition is detached CONCURRENTLY first, so its
+   * writers never wait. A purchases partition is dropped attached: its foreign keys' triggers live
+   * on sales, items and checkout_attempts, and dropping it detached would lock those (ACCESS
+   * EXCLUSIVE) where dropping it attached locks only `purchases`, for milliseconds; the wait for that
+   * lock is capped (lock_timeout) and retried, so a purchase waits at most that long, once a day.
    */
   async dropExpired (now: number): Promise<string[]> {
     return this.#withClient(async (client) => {
@@ -89,9 +100,11 @@ export class PartitionMaintenance {
         for (const parent of PARENTS) {
           const partition = expired.find((p) => p.day === day && p.parent === parent)
           if (partition === undefined) continue
-          await detach(client, partition)
-          await client.query(`SET lock_timeout = '${HOT_LOCK_TIMEOUT}'`)
-          await client.query(`DROP TABLE IF EXISTS ${partition.name}`)
+          if (parent === 'checkout_attempts') await detach(client, partition)
+          await withRetries(async () => {
+            await client.query(`SET lock_timeout = '${HOT_LOCK_TIMEOUT}'`)
+            await client.query(`DROP TABLE IF EXISTS ${partition.name}`)
+          })
           dropped.push(partition.name)
         }
       }
@@ -109,13 +122,25 @@ export class PartitionMaintenance {
   }
 }
 
+/** Runs `work` again (a pause apart, a few times) while it fails for a lock it could not get in time. */
+async function withRetries<T> (work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work()
+    } catch (error) {
+      if ((error as { code?: string }).code !== LOCK_NOT_AVAILABLE || attempt === LOCK_TRIES) throw error
+      await sleep(LOCK_RETRY_PAUSE_MS)
+    }
+  }
+}
+
 async function listPartitions (client: pg.Client): Promise<DayPartition[]> {
   const { rows } = await client.query<{ name: string, parent: Parent, day: string, pending: boolean | null }>(
     `SELECT c.relname AS name, m[1] AS parent, to_char(to_date(m[2], 'YYYYMMDD'), 'YYYY-MM-DD') AS day, i.inhdetachpending AS pending
      FROM pg_class c
        CROSS JOIN LATERAL regexp_match(c.relname, '^(checkout_attempts|purchases)_p(\\d{8})$') AS m
        LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND m IS NOT NULL
      ORDER BY day, parent`)
   return rows.map((r) => ({
     name: r.name,

@@ -1,0 +1,133 @@
+/**
+ * History for `npm run bench -- --history=<rows>`: fills a schema with tens of millions of
+ * checkout attempts over past days' sales (generate_series, in Postgres, no client round trips),
+ * so the stampede can run against a full database right after one against an empty one; and
+ * measures the CPU of the Postgres backends serving the service, to report it per committed row.
+ * test/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
+ */
+import { execFileSync } from 'node:child_process'
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import type pg from 'pg'
+
+const DAY_MS = 86_400_000
+const HOUR_MS = 3_600_000
+
+export interface HistoryOptions {
+  /** Checkout attempts in all, spread evenly over every hourly sale of the past `days`. */
+  attempts: number
+  days: number
+  /** Items sold per past sale (each has its accepted, settled attempt, its item and its purchase). */
+  purchasesPerSale: number
+  /** The service's clock: history ends before the current hour, whose sale the service opens. */
+  now: number
+  /** Progress per day filled. */
+  log?: (message: string) => void
+}
+
+export interface HistoryFilled { sales: number, attempts: number, purchases: number, seconds: number }
+
+/**
+ * Fills past days on a migrated schema (the client's search_path): partitions, one sale per hour
+ * with the catalog rows its purchases reference, `purchasesPerSale` accepted and purchased
+ * attempts per sale, and refusals (item_reserved / item_sold) for the rest. A day per transaction.
+ * Needs a superuser (as the bench's local Postgres is).
+ */
+export async function prefillHistory (client: pg.ClientBase, options: HistoryOptions): Promise<HistoryFilled> {
+  const started = Date.now()
+  const currentHour = Math.floor(options.now / HOUR_MS) * HOUR_MS
+  const firstDay = Math.floor(options.now / DAY_MS) * DAY_MS - options.days * DAY_MS
+  const hours = Math.floor((currentHour - firstDay) / HOUR_MS)
+  const perSale = Math.max(options.purchasesPerSale, Math.ceil(options.attempts / Math.max(hours, 1)))
+  const filled = { sales: 0, attempts: 0, purchases: 0 }
+  const iso = (ms: number) => new Date(ms).toISOString()
+  await client.query('SELECT flash_sale_add_day_partitions($1::date, $2::date)', [iso(firstDay).slice(0, 10), iso(options.now).slice(0, 10)])
+  for (let day = firstDay; day < currentHour; day += DAY_MS) {
+    const until = Math.min(day + DAY_MS, currentHour)
+    await client.query('BEGIN')
+    // The rows reference each other correctly by construction: skip the per-row foreign key
+    // triggers (superuser only), which cost more than the inserts. UNIQUE and CHECK still apply.
+    await client.query('SET LOCAL session_replication_role = replica')
+    const { rows: sales } = await client.query<{ id: string }>(
+      `INSERT INTO sales (starts_at, ends_at, item_count, user_limit)
+       SELECT h, h + interval '1 hour', 10000, 10
+       FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') AS h
+       ON CONFLICT (starts_at) DO NOTHING RETURNING id`, [iso(day), iso(until)])
+    const ids = sales.map((s) => s.id)
+    await client.query(
+      `INSERT INTO items (sale_id, id, name, description, price_cents)
+       SELECT s, i, 'Item #' || i, 'history', 100 + i FROM unnest($1::bigint[]) AS s, generate_series(1, $2::int) AS i`,
+      [ids, options.purchasesPerSale])
+    // Attempt g of a sale: the first purchasesPerSale are accepted and purchased (item g), the rest refused.
+    const attempts = await client.query(
+      `INSERT INTO checkout_attempts (sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at, settled)
+       SELECT s.id, s.starts_at, 'u' || (g % 50000), CASE WHEN g <= $2 THEN g ELSE 1 + g % 10000 END,
+              CASE WHEN g <= $2 THEN 'accepted' WHEN g % 2 = 0 THEN 'item_reserved' ELSE 'item_sold' END,
+              CASE WHEN g <= $2 THEN 'h' || s.id || '.' || g END,
+              CASE WHEN g <= $2 THEN s.starts_at + interval '10 minutes' END,
+              s.starts_at + (g % 3600000) * interval '1 millisecond',
+              CASE WHEN g <= $2 THEN 'purchased' END
+       FROM sales s CROSS JOIN generate_series(1, $3::int) AS g
+       WHERE s.id = ANY($1::bigint[])`, [ids, options.purchasesPerSale, perSale])
+    const purchases = await client.query(
+      `INSERT INTO purchases (sale_id, sale_starts_at, item_id, user_id, code, price_cents, purchased_at)
+       SELECT s.id, s.starts_at, g, 'u' || (g % 50000), 'h' || s.id || '.' || g, 100 + g, s.starts_at + interval '1 minute'
+       FROM sales s CROSS JOIN generate_series(1, $2::int) AS g
+       WHERE s.id = ANY($1::bigint[])`, [ids, options.purchasesPerSale])
+    await client.query('COMMIT')
+    filled.sales += ids.length
+    filled.attempts += attempts.rowCount ?? 0
+    filled.purchases += purchases.rowCount ?? 0
+    options.log?.(`  history ${iso(day).slice(0, 10)}: ${filled.attempts.toLocaleString('en-US')} attempts so far, ${Math.round((Date.now() - started) / 1000)} s`)
+  }
+  await client.query('ANALYZE sales, items, checkout_attempts, purchases')
+  return { ...filled, seconds: (Date.now() - started) / 1000 }
+}
+
+const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+
+/** Local ports of `pid`'s TCP connections to `remotePort` (its sockets in /proc/<pid>/fd, then /proc/net/tcp{,6}). */
+function localPortsTo (pid: number, remotePort: number): number[] {
+  const inodes = new Set<string>()
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]
+      if (inode) inodes.add(inode)
+    } catch { /* fds come and go */ }
+  }
+  const ports: number[] = []
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const [, local, remote, , , , , , , inode] = line.trim().split(/\s+/)
+      if (local && remote && inode && inodes.has(inode) && parseInt(remote.split(':')[1] as string, 16) === remotePort) {
+        ports.push(parseInt(local.split(':')[1] as string, 16))
+      }
+    }
+  }
+  return ports
+}
+
+function cpuMs (pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS_PER_S
+  } catch {
+    return 0 // exited
+  }
+}
+
+/**
+ * CPU (user + system, ms) of the Postgres backends serving process `servicePid` (found by the
+ * ports of its connections, so other clients of the same server do not count), as a map from
+ * backend pid. Difference two samples to get a run's cost; backends that did not exist at the
+ * first sample count from zero.
+ */
+export async function backendCpu (admin: pg.ClientBase, servicePid: number, postgresPort: number): Promise<Map<number, number>> {
+  const ports = localPortsTo(servicePid, postgresPort)
+  const { rows } = await admin.query<{ pid: number }>(
+    "SELECT pid FROM pg_stat_activity WHERE client_addr IN ('127.0.0.1', '::1') AND client_port = ANY($1::int[])", [ports])
+  return new Map(rows.map((r) => [r.pid, cpuMs(r.pid)]))
+}
+
+export const cpuBetween = (before: Map<number, number>, after: Map<number, number>): number =>
+  [...after].reduce((sum, [pid, ms]) => sum + ms - (before.get(pid) ?? 0), 0)

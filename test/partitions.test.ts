@@ -114,9 +114,9 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   const statuses = new Map<number, number>()
   const codes = new Set<string>()
   const bought = new Map<string, number>()
-  let stop = false
+  const load = { stop: false }
   const buyer = async (u: number) => {
-    while (!stop) {
+    while (!load.stop) {
       const res = await checkout(app, `user_id=s${u}-${Math.floor(Math.random() * 40)}&id=${1 + Math.floor(Math.random() * 3000)}`)
       statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
       if (res.statusCode !== 200) continue
@@ -129,7 +129,7 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   }
   const stampede = Promise.all(Array.from({ length: 30 }, (_, u) => buyer(u)))
   await sleep(300)
-  const dropped = await app.partitions.dropExpired(clock.ms).finally(() => sleep(300).then(() => { stop = true }))
+  const dropped = await app.partitions.dropExpired(clock.ms).finally(() => sleep(300).then(() => { load.stop = true }))
   await stampede
 
   // 2031-01-23 .. 2031-02-01 end at least 30 days before 2031-03-04 13:10; 2031-02-02 ends after.

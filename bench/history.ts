@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import type pg from 'pg'
+import { migrate } from '../src/migrate.js'
 
 const DAY_MS = 86_400_000
 const HOUR_MS = 3_600_000
@@ -131,3 +132,78 @@ export async function backendCpu (admin: pg.ClientBase, servicePid: number, post
 
 export const cpuBetween = (before: Map<number, number>, after: Map<number, number>): number =>
   [...after].reduce((sum, [pid, ms]) => sum + ms - (before.get(pid) ?? 0), 0)
+
+/** What run.ts's stampede gives a hook: the service it started and its schema. */
+export interface StampedeService { child: { pid?: number }, schema: string }
+
+export interface StampedeHooks {
+  /** Runs on the schema before the service starts on it. */
+  prepare?: (schema: string) => Promise<void>
+  /** Called once the service is up; the function it returns is called after the load, before the service stops. */
+  measure?: (service: StampedeService) => Promise<() => Promise<Record<string, number>>>
+}
+
+export type Stampede = (name: string, hooks: StampedeHooks) => Promise<{
+  row: { reqPerSec: number, extra?: Record<string, number | string> }
+  expect: { service: StampedeService, checkoutsSent: number }
+}>
+
+export interface HistoryComparison {
+  prefill: HistoryFilled
+  empty: Record<string, number>
+  full: Record<string, number>
+  /** full / empty: 1.0 is the same speed. */
+  reqPerSecRatio: number
+  pgCpuPerRowRatio: number
+}
+
+/**
+ * The stampede twice, back to back: on an empty schema, then on one prefilled with `attempts`
+ * rows over the past `days` (same service, same load). Each reports req/s, committed rows and
+ * the CPU its Postgres backends spent per committed row; the schemas are dropped afterwards.
+ */
+export async function compareWithHistory (stampede: Stampede, admin: pg.Client, options: { attempts: number, days: number, log: (m: string) => void }): Promise<HistoryComparison> {
+  const postgresPort = admin.port
+  let prefill: HistoryFilled | undefined
+  const measure: StampedeHooks['measure'] = async (service) => {
+    const pid = service.child.pid as number
+    const from = Date.now()
+    const before = await backendCpu(admin, pid, postgresPort)
+    return async () => {
+      const cpuMs = cpuBetween(before, await backendCpu(admin, pid, postgresPort))
+      // The service may still be flushing its last batch: counted after it stops, below.
+      return { pgCpuMs: Math.round(cpuMs), since: from }
+    }
+  }
+  const committedSince = async (schema: string, since: number) => Number((await admin.query<{ n: string }>(
+    `SELECT count(*) AS n FROM ${schema}.checkout_attempts WHERE attempted_at >= to_timestamp($1::float8 / 1000)`, [since])).rows[0]?.n)
+  const once = async (name: string, prepare?: StampedeHooks['prepare']) => {
+    const { row, expect } = await stampede(name, { prepare, measure })
+    const rows = await committedSince(expect.service.schema, Number(row.extra?.since))
+    await admin.query(`DROP SCHEMA ${expect.service.schema} CASCADE`)
+    const pgCpuMs = Number(row.extra?.pgCpuMs)
+    return {
+      reqPerSec: row.reqPerSec,
+      checkoutsSent: expect.checkoutsSent,
+      committedRows: rows,
+      pgCpuMs,
+      pgCpuUsPerRow: Math.round(pgCpuMs * 1000 / Math.max(rows, 1) * 10) / 10
+    }
+  }
+  const empty = await once('stampede_empty')
+  const full = await once('stampede_history', async (schema) => {
+    await admin.query(`CREATE SCHEMA ${schema}`)
+    await admin.query(`SET search_path = ${schema}`)
+    await migrate(admin, schema, () => {})
+    options.log(`\n▶ prefilling ${options.attempts.toLocaleString('en-US')} checkout attempts over ${options.days} days into ${schema}`)
+    prefill = await prefillHistory(admin, { attempts: options.attempts, days: options.days, purchasesPerSale: 1000, now: Date.now(), log: options.log })
+    await admin.query('SET search_path = public')
+  })
+  return {
+    prefill: prefill as HistoryFilled,
+    empty,
+    full,
+    reqPerSecRatio: Math.round(full.reqPerSec / empty.reqPerSec * 1000) / 1000,
+    pgCpuPerRowRatio: Math.round(full.pgCpuUsPerRow / empty.pgCpuUsPerRow * 1000) / 1000
+  }
+}

@@ -11,6 +11,8 @@
  *   npm run bench -- --dist=../other/dist   the service built elsewhere (e.g. the code before a change, for back-to-back runs)
  *   npm run bench -- --node-flags=--max-semi-space-size=4   extra Node flags for the service (comma-separated)
  *   BENCH_PROFILE=1 npm run bench  also write a V8 CPU profile per process to bench/results/
+ *   npm run bench -- --history=20000000 [--history-days=30]   also the stampede on an empty schema and
+ *                                 then on one prefilled with that many attempts (bench/history.ts)
  *
  * A scenario that crosses XX:00 meets two sales: the bench counts each sale on its own (the
  * crowd of the sell-out starts over on the new sale) and says so in its output.
@@ -24,6 +26,7 @@ import autocannon from 'autocannon'
 import pg from 'pg'
 import { loadConfig } from '../src/config.js'
 import { CpuMeter, postmasterPid, redisPid, type ProcessCpu } from './cpu.js'
+import { compareWithHistory, type HistoryComparison, type StampedeHooks } from './history.js'
 import { paced, type PacedResult } from './paced.js'
 
 const smoke = process.argv.includes('--smoke')
@@ -32,6 +35,8 @@ const dist = process.argv.find((arg) => arg.startsWith('--dist='))?.slice('--dis
 const nodeFlags = process.argv.find((arg) => arg.startsWith('--node-flags='))?.slice('--node-flags='.length).split(',') ?? []
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 type Scenario = 'bare' | 'stampede' | 'latency' | 'sellout'
+const historyRows = Number(process.argv.find((arg) => arg.startsWith('--history='))?.slice('--history='.length) ?? 0)
+const historyDays = Number(process.argv.find((arg) => arg.startsWith('--history-days='))?.slice('--history-days='.length) ?? 30)
 const runs = (scenario: Scenario) => only === undefined || only.includes(scenario)
 const DURATION_S = smoke ? 2 : 10
 const LATENCY_DURATION_S = smoke ? 1 : 5
@@ -218,13 +223,15 @@ async function bare (): Promise<Row> {
 }
 
 /** Scenario 2: the stampede: random users checking out random items of a fresh sale. */
-async function stampede (): Promise<{ row: Row, expect: Expectation }> {
-  const service = await startService('stampede', STAMPEDE_ITEMS)
+async function stampede (name = 'stampede', hooks: StampedeHooks = {}): Promise<{ row: Row, expect: Expectation }> {
+  await hooks.prepare?.(`${runId}_${name}`)
+  const service = await startService(name, STAMPEDE_ITEMS)
   const refusals: Record<string, number> = {}
   const expect = expectation(service, CONNECTIONS, false)
   try {
     const idle = rssMb(service.child.pid as number, 'VmRSS')
-    console.log(`\n▶ stampede: POST /checkout, random users and items, ${CONNECTIONS} connections, ${DURATION_S} s`)
+    console.log(`\n▶ ${name}: POST /checkout, random users and items, ${CONNECTIONS} connections, ${DURATION_S} s`)
+    const measuring = await hooks.measure?.(service)
     const { result, cpu } = await measured(service.child, {
       url: service.url,
       connections: CONNECTIONS,
@@ -241,7 +248,8 @@ async function stampede (): Promise<{ row: Row, expect: Expectation }> {
         }
       }]
     })
-    return { row: row('stampede checkout', result, refusals, cpu, { idle, peak: rssMb(service.child.pid as number) }), expect }
+    const extra = await measuring?.()
+    return { row: row(name === 'stampede' ? 'stampede checkout' : `${name} checkout`, result, refusals, cpu, { idle, peak: rssMb(service.child.pid as number) }, extra), expect }
   } finally {
     await stop(service.child)
   }
@@ -496,6 +504,21 @@ async function verify ({ service: { schema }, checkoutsSent, connections, accept
   return failures
 }
 
+/** The stampede on an empty schema, then on one prefilled with --history attempts, back to back. */
+async function historyComparison (): Promise<HistoryComparison> {
+  const admin = new pg.Client({ connectionString: base.DATABASE_URL })
+  await admin.connect()
+  try {
+    const h = await compareWithHistory(stampede, admin, { attempts: historyRows, days: historyDays, log: console.log })
+    console.log(`\nhistory of ${fmt(h.prefill.attempts)} attempts (${h.prefill.seconds.toFixed(0)} s to fill): ` +
+      `req/s ${fmt(h.empty.reqPerSec as number)} empty vs ${fmt(h.full.reqPerSec as number)} full (x${h.reqPerSecRatio}), ` +
+      `Postgres CPU per committed row ${h.empty.pgCpuUsPerRow} µs vs ${h.full.pgCpuUsPerRow} µs (x${h.pgCpuPerRowRatio})`)
+    return h
+  } finally {
+    await admin.end()
+  }
+}
+
 const fmt = (n: number) => Number.isFinite(n) ? n.toLocaleString('en-US') : '-'
 
 async function main (): Promise<void> {
@@ -508,6 +531,7 @@ async function main (): Promise<void> {
   const fixedRate = s ? Math.max(1, Math.round(s.row.reqPerSec / 2)) : DEFAULT_FIXED_RATE
   const l = runs('latency') ? await latency(fixedRate) : undefined
   const o = runs('sellout') ? await sellout() : undefined
+  const history = historyRows > 0 ? await historyComparison() : undefined
   const rows = [b, s?.row, ...l?.rows ?? [], o?.row].filter((r) => r !== undefined)
 
   console.log('\n| scenario | req/s | p50 ms | p97.5 ms | p99 ms | errors | non-2xx (refusals) | CPU µs/req: service | Redis | Postgres | load gen | idle / peak RSS MB |')
@@ -538,7 +562,7 @@ async function main (): Promise<void> {
     acceptedBySale: bySale(expect.acceptedBySale), soldBySale: bySale(expect.soldBySale), soldOutSale: expect.soldOutSale ?? null
   }]))
   writeFileSync(file, JSON.stringify({
-    runId, smoke, clusterMode, dist, nodeFlags, machine, pids, rows, serviceCpuCheckoutVsBare: cpuRatio, stampedeVsBare: throughputRatio, fixedRate, sales, failures
+    runId, smoke, clusterMode, dist, nodeFlags, machine, pids, rows, serviceCpuCheckoutVsBare: cpuRatio, stampedeVsBare: throughputRatio, fixedRate, sales, history, failures
   }, null, 2))
   console.log(`results written to ${file}`)
 

@@ -57,7 +57,8 @@ function throughBouncer (direct: Config, url: string, overrides: Partial<Config>
   return { ...direct, DATABASE_URL: url, DATABASE_DIRECT_URL: direct.DATABASE_URL, DATABASE_POOL_MODE: 'transaction', ...overrides }
 }
 
-const sessionSettings = (config: Config) => `SET search_path = ${config.DATABASE_SCHEMA}; SET statement_timeout = ${config.PG_QUERY_TIMEOUT_MS}`
+const sessionSettings = (config: Config) =>
+  `SET search_path = ${config.DATABASE_SCHEMA}; SET statement_timeout = ${config.PG_QUERY_TIMEOUT_MS}; SET idle_in_transaction_session_timeout = ${config.PG_QUERY_TIMEOUT_MS}`
 
 test('the service runs through PgBouncer in transaction mode: checkout, purchase, refusals, a crowd, sale:status', async (t) => {
   const direct = isolatedConfig(t, { SALE_ITEMS: 60, USER_LIMIT: 3, PG_POOL_MAX: 20 })

@@ -6,9 +6,10 @@
  * test/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
  */
 import { execFileSync } from 'node:child_process'
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import type pg from 'pg'
 import { migrate } from '../src/migrate.js'
+import { localPortsTo } from './sockets.js'
 
 const DAY_MS = 86_400_000
 const HOUR_MS = 3_600_000
@@ -85,27 +86,6 @@ export async function prefillHistory (client: pg.ClientBase, options: HistoryOpt
 }
 
 const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-
-/** Local ports of `pid`'s TCP connections to `remotePort` (its sockets in /proc/<pid>/fd, then /proc/net/tcp{,6}). */
-function localPortsTo (pid: number, remotePort: number): number[] {
-  const inodes = new Set<string>()
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]
-      if (inode) inodes.add(inode)
-    } catch { /* fds come and go */ }
-  }
-  const ports: number[] = []
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const [, local, remote, , , , , , , inode] = line.trim().split(/\s+/)
-      if (local && remote && inode && inodes.has(inode) && parseInt(remote.split(':')[1] as string, 16) === remotePort) {
-        ports.push(parseInt(local.split(':')[1] as string, 16))
-      }
-    }
-  }
-  return ports
-}
 
 function cpuMs (pid: number): number {
   try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { chownSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import type { TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import pg from 'pg'
+import { localPortsTo } from '../bench/sockets.js'
 import type { Config } from '../src/config.js'
 
 /**
@@ -154,21 +155,7 @@ export async function kill (child: ChildProcess): Promise<void> {
  * ports, which pg_stat_activity shows as client_port. Returns how many sessions were ended.
  */
 export async function terminatePostgresSessionsOf (config: Config, pid: number): Promise<number> {
-  const inodes = new Set<string>()
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    const target = (() => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`) } catch { return '' } })() // fds come and go
-    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
-    if (inode) inodes.add(inode)
-  }
-  const pgPort = Number(new URL(config.DATABASE_URL).port || 5432)
-  const ports: number[] = []
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const [, local, remote, , , , , , , inode] = line.trim().split(/\s+/)
-      if (!local || !remote || !inode || !inodes.has(inode)) continue
-      if (parseInt(remote.split(':')[1] as string, 16) === pgPort) ports.push(parseInt(local.split(':')[1] as string, 16))
-    }
-  }
+  const ports = localPortsTo(pid, Number(new URL(config.DATABASE_URL).port || 5432))
   if (ports.length === 0) return 0
   const ended = await query<{ ok: boolean }>(config,
     `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity

@@ -50,10 +50,11 @@ export async function prefillHistory (client: pg.ClientBase, options: HistoryOpt
     // triggers (superuser only), which cost more than the inserts. UNIQUE and CHECK still apply.
     await client.query('SET LOCAL session_replication_role = replica')
     const { rows: sales } = await client.query<{ id: string }>(
-      `INSERT INTO sales (starts_at, ends_at, item_count, user_limit)
-       SELECT h, h + interval '1 hour', 10000, 10
+      `INSERT INTO sales (id, starts_at, ends_at, item_count, user_limit)
+       SELECT (SELECT coalesce(max(id), 0) FROM sales) + row_number() OVER (ORDER BY h), h, h + interval '1 hour', 10000, 10
        FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') AS h
-       ON CONFLICT (starts_at) DO NOTHING RETURNING id`, [iso(day), iso(until)])
+       WHERE NOT EXISTS (SELECT 1 FROM sales WHERE starts_at = h)
+       RETURNING id`, [iso(day), iso(until)])
     const ids = sales.map((s) => s.id)
     await client.query(
       `INSERT INTO items (sale_id, id, name, description, price_cents)

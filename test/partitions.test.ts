@@ -29,10 +29,14 @@ test('partitions exist ahead of the next sales, and the maintenance timer adds t
   assert.deepEqual(await attachedDays(app), bothTables(daysFrom(clock.ms, 4)), 'today and the next 3 days, before the first request')
 
   // The last sale of the day and the first of the next both find their partition.
-  clock.set('2031-03-04T23:59:00.000Z')
-  assert.equal((await checkout(app, 'user_id=a&id=1')).statusCode, 409, 'no sale opened at 23:00 in this test yet: refused, but recorded')
-  const [row] = await sql<{ n: number }>(app, "SELECT count(*)::int AS n FROM checkout_attempts_p20310304 WHERE outcome = 'no_active_sale'")
-  assert.equal(row?.n, 1)
+  const dayOfAttempt = async (iso: string, user: string) => {
+    clock.set(iso)
+    assert.equal((await checkout(app, `user_id=${user}&id=1`)).statusCode, 200)
+    const [row] = await sql<{ partition: string }>(app, 'SELECT tableoid::regclass::text AS partition FROM checkout_attempts WHERE user_id = $1', [user])
+    return row?.partition
+  }
+  assert.equal(await dayOfAttempt('2031-03-04T23:59:30.000Z', 'late'), 'checkout_attempts_p20310304')
+  assert.equal(await dayOfAttempt('2031-03-05T00:00:30.000Z', 'early'), 'checkout_attempts_p20310305')
 
   clock.set('2031-03-06T00:30:00.000Z')
   await waitFor(async () => (await attachedDays(app)).includes('purchases 2031-03-09'), 5000)
@@ -50,8 +54,8 @@ test('the migration to partitioned tables keeps every row, id, settlement and co
 
   // Yesterday-ish and far-future sales (partitions must cover both ends), a sale-less attempt, every kind of row.
   await client.query(`
-    INSERT INTO sales (starts_at, ends_at, item_count, user_limit) VALUES
-      ('2026-03-01 10:00Z', '2026-03-01 11:00Z', 3, 2), ('2031-03-03 12:00Z', '2031-03-03 13:00Z', 3, 2);
+    INSERT INTO sales (id, starts_at, ends_at, item_count, user_limit) VALUES
+      (1, '2026-03-01 10:00Z', '2026-03-01 11:00Z', 3, 2), (2, '2031-03-03 12:00Z', '2031-03-03 13:00Z', 3, 2);
     INSERT INTO items SELECT s.id, i, 'Item #' || i, 'd', 100 * i FROM sales s, generate_series(1, 3) i;
     INSERT INTO checkout_attempts (sale_id, user_id, item_id, outcome, code, expires_at, attempted_at, settled)
     SELECT s.id, 'u1', 1, 'accepted', 'code-a-' || s.id, s.starts_at + interval '10 min', s.starts_at + interval '1 min', 'purchased' FROM sales s
@@ -179,7 +183,7 @@ test('operator queries, the writers and the settlement fence touch only the curr
     }
   } as unknown as pg.Pool
   const repository = new SaleRepository(explaining)
-  assert.equal((await repository.report(clock.ms))?.id, sale.id, 'sale:status reports the current sale')
+  assert.equal((await repository.report(clock.ms, 3))[0]?.id, sale.id, 'sale:status reports the current sale first')
   await repository.acceptedCheckouts(sale)
   await repository.purchaseCount(sale)
   await repository.purchasedItems(sale)

@@ -20,13 +20,13 @@ test('checkout codes never reach the logs: request logs (LOG_REQUESTS=true) and 
 
   // Error logs: the service logs the code it failed on (sale-service.ts), and Postgres names it in
   // a constraint violation's detail; a real one here, from inserting the committed code again.
-  const duplicate = await app.pg.query('INSERT INTO checkout_attempts (sale_id, user_id, item_id, outcome, code, expires_at, attempted_at) SELECT sale_id, user_id, item_id, outcome, code, expires_at, attempted_at FROM checkout_attempts WHERE code = $1', [code])
+  const duplicate = await app.pg.query('INSERT INTO checkout_attempts (sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at) SELECT sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at FROM checkout_attempts WHERE code = $1', [code])
     .then(() => null, (err: unknown) => err as pg.DatabaseError)
   assert.ok(duplicate instanceof pg.DatabaseError && duplicate.detail?.includes(code), 'Postgres named the code in its error')
   app.log.error({ err: duplicate, code }, 'could not put back an unrecorded purchase')
   const errorLog = lines.at(-1) ?? ''
   assert.match(errorLog, /"code":"\[redacted\]"/)
-  assert.match(errorLog, /\(code\)=\(\[redacted\]\)/)
+  assert.match(errorLog, /\(code, sale_starts_at\)=\(\[redacted\], /)
 
   for (const line of lines) assert.ok(!line.includes(code), `no log line carries the code: ${line}`)
 })

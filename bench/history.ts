@@ -5,7 +5,6 @@
  * measures the CPU of the Postgres backends serving the service, to report it per committed row.
  * test/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
  */
-import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import type pg from 'pg'
 import { migrate } from '../src/migrate.js'
@@ -86,20 +85,20 @@ export async function prefillHistory (client: pg.ClientBase, options: HistoryOpt
   return { ...filled, seconds: (Date.now() - started) / 1000 }
 }
 
-const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-
+/**
+ * CPU time of a process in ms, from /proc/<pid>/schedstat (nanoseconds on the CPU): /proc/<pid>/stat
+ * counts in 10 ms ticks, too coarse for ten backends that each run a few hundred ms in a stampede.
+ */
 function cpuMs (pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS_PER_S
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
   } catch {
     return 0 // exited
   }
 }
 
 /**
- * CPU (user + system, ms) of the Postgres backends serving process `servicePid` (found by the
+ * CPU (time on a CPU, ms) of the Postgres backends serving process `servicePid` (found by the
  * ports of its connections, so other clients of the same server do not count), as a map from
  * backend pid. Difference two samples to get a run's cost; backends that did not exist at the
  * first sample count from zero.

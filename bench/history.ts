@@ -170,7 +170,9 @@ export async function compareWithHistory (stampede: Stampede, admin: pg.Client, 
       pgCpuUsPerRow: Math.round(pgCpuMs * 1000 / Math.max(rows, 1) * 10) / 10
     }
   }
-  const empty = await once('stampede_empty')
+  // Each run starts right after a checkpoint, so neither pays more full-page WAL images than the
+  // other for the checkpoint the prefill's gigabytes of WAL would otherwise set off under it.
+  const empty = await once('stampede_empty', async () => { await admin.query('CHECKPOINT') })
   const full = await once('stampede_history', async (schema) => {
     await admin.query(`CREATE SCHEMA ${schema}`)
     await admin.query(`SET search_path = ${schema}`)
@@ -178,6 +180,7 @@ export async function compareWithHistory (stampede: Stampede, admin: pg.Client, 
     options.log(`\n▶ prefilling ${options.attempts.toLocaleString('en-US')} checkout attempts over ${options.days} days into ${schema}`)
     prefill = await prefillHistory(admin, { attempts: options.attempts, days: options.days, purchasesPerSale: 1000, now: Date.now(), log: options.log })
     await admin.query('SET search_path = public')
+    await admin.query('CHECKPOINT')
   })
   return {
     prefill: prefill as HistoryFilled,

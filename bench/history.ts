@@ -19,7 +19,7 @@ export interface HistoryOptions {
   days: number
   /** Items sold per past sale (each has its accepted, settled attempt, its item and its purchase). */
   purchasesPerSale: number
-  /** The service's clock: history ends before the current hour, whose sale the service opens. */
+  /** The service's clock: history fills the `days` whole UTC days before today's. */
   now: number
   /** Progress per day filled. */
   log?: (message: string) => void
@@ -28,22 +28,23 @@ export interface HistoryOptions {
 export interface HistoryFilled { sales: number, attempts: number, purchases: number, seconds: number }
 
 /**
- * Fills past days on a migrated schema (the client's search_path): partitions, one sale per hour
+ * Fills the past days on a migrated schema (the client's search_path): partitions, one sale per hour
  * with the catalog rows its purchases reference, `purchasesPerSale` accepted and purchased
  * attempts per sale, and refusals (item_reserved / item_sold) for the rest. A day per transaction.
  * Needs a superuser (as the bench's local Postgres is).
  */
 export async function prefillHistory (client: pg.ClientBase, options: HistoryOptions): Promise<HistoryFilled> {
   const started = Date.now()
-  const currentHour = Math.floor(options.now / HOUR_MS) * HOUR_MS
-  const firstDay = Math.floor(options.now / DAY_MS) * DAY_MS - options.days * DAY_MS
-  const hours = Math.floor((currentHour - firstDay) / HOUR_MS)
+  // Whole past days: today's partition, where the service writes, stays as it would be without history.
+  const today = Math.floor(options.now / DAY_MS) * DAY_MS
+  const firstDay = today - options.days * DAY_MS
+  const hours = Math.floor((today - firstDay) / HOUR_MS)
   const perSale = Math.max(options.purchasesPerSale, Math.ceil(options.attempts / Math.max(hours, 1)))
   const filled = { sales: 0, attempts: 0, purchases: 0 }
   const iso = (ms: number) => new Date(ms).toISOString()
   await client.query('SELECT flash_sale_add_day_partitions($1::date, $2::date)', [iso(firstDay).slice(0, 10), iso(options.now).slice(0, 10)])
-  for (let day = firstDay; day < currentHour; day += DAY_MS) {
-    const until = Math.min(day + DAY_MS, currentHour)
+  for (let day = firstDay; day < today; day += DAY_MS) {
+    const until = day + DAY_MS
     await client.query('BEGIN')
     // The rows reference each other correctly by construction: skip the per-row foreign key
     // triggers (superuser only), which cost more than the inserts. UNIQUE and CHECK still apply.

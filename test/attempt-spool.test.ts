@@ -150,10 +150,11 @@ test('a process killed while Postgres is away loses none of the attempts it answ
 })
 
 test('a spooled attempt Postgres will never take is dropped alone, not holding the spool back', async (t) => {
-  const app = await buildApp(isolatedConfig(t, { SPOOL_DIR: tempDir(t) }), { now: () => Date.parse('2031-03-04T13:10:00.000Z') })
+  const now = Date.parse('2031-03-04T13:10:00.000Z')
+  const app = await buildApp(isolatedConfig(t, { SPOOL_DIR: tempDir(t) }), { now: () => now })
   t.after(() => app.close())
   await app.ready()
-  const attempt = { attemptId: newAttemptId(), saleId: null, userId: 'alice', itemId: 1, outcome: 'item_reserved', code: null, expiresAt: null, attemptedAt: Date.now() }
+  const attempt = { attemptId: newAttemptId(), saleId: null, userId: 'alice', itemId: 1, outcome: 'item_reserved', code: null, expiresAt: null, attemptedAt: now }
   await app.attemptSpool.append({ ...attempt, attemptId: newAttemptId(), saleId: 987654 }) // no such sale: a foreign key violation
   await app.attemptSpool.append(attempt)
   await waitFor(async () => app.attemptSpool.bytes === 0, 5000)

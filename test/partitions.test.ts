@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { runner } from 'node-pg-migrate'
 import pg from 'pg'
 import { prefillHistory } from '../bench/history.js'
+import { newAttemptId } from '../src/attempt-id.js'
 import { migrate, migrationsDir } from '../src/migrate.js'
 import { isExpired } from '../src/partitions.js'
 import { checkoutAttemptWriter, purchaseWriter } from '../src/records.js'
@@ -191,7 +192,7 @@ test('operator queries, the writers and the settlement fence touch only the curr
   await repository.settlementOf(sale, code)
   await repository.voidCodes(sale, [code])
   await purchaseWriter(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms }])
-  await checkoutAttemptWriter(explaining)([{ saleId: sale.id, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
+  await checkoutAttemptWriter(explaining)([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
 
   assert.ok(touched.size >= 10, `${touched.size} statements planned`)
   for (const [statement, relations] of touched) {

@@ -65,10 +65,11 @@ test('the migration to partitioned tables keeps every row, id, settlement and co
     UNION ALL SELECT s.id, 'u3', 1, 'item_sold', NULL, NULL, s.starts_at + interval '4 min', NULL FROM sales s
     UNION ALL SELECT NULL, 'u4', NULL, 'no_active_sale', NULL, NULL, '2026-03-02 08:00Z', NULL
     UNION ALL SELECT NULL, NULL, NULL, 'invalid_request', NULL, NULL, '2031-03-03 11:59Z', NULL;
+    UPDATE checkout_attempts SET attempt_id = gen_random_uuid() WHERE outcome = 'invalid_request';
     INSERT INTO purchases (sale_id, item_id, user_id, code, price_cents, purchased_at)
     SELECT s.id, 1, 'u1', 'code-a-' || s.id, 100, s.starts_at + interval '5 min' FROM sales s;`)
   const snapshot = async () => ({
-    attempts: (await client.query('SELECT id, sale_id, user_id, item_id, outcome, code, expires_at, attempted_at, settled FROM checkout_attempts ORDER BY id')).rows,
+    attempts: (await client.query('SELECT id, attempt_id, sale_id, user_id, item_id, outcome, code, expires_at, attempted_at, settled FROM checkout_attempts ORDER BY id')).rows,
     purchases: (await client.query('SELECT id, sale_id, item_id, user_id, code, price_cents, purchased_at FROM purchases ORDER BY id')).rows
   })
   const before = await snapshot()

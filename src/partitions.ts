@@ -94,6 +94,10 @@ export class PartitionMaintenance {
    */
   async dropExpired (now: number): Promise<string[]> {
     return this.#withClient(async (client) => {
+      // One retention pass at a time per schema, across instances and timers: two passes detaching
+      // the same partition concurrently fail ("already pending detach"). The session lock ends
+      // with this connection; a waiting pass then lists what the first one left.
+      await client.query("SELECT pg_advisory_lock(hashtext(current_schema() || '.partition-retention'))")
       const expired = (await listPartitions(client)).filter((p) => isExpired(p.day, now, this.policy.retentionDays))
       const dropped: string[] = []
       for (const day of [...new Set(expired.map((p) => p.day))].sort()) {

@@ -163,6 +163,20 @@ export async function terminatePostgresSessionsOf (config: Config, pid: number):
   return ended.filter((r) => r.ok).length
 }
 
+/**
+ * A skip reason when a Debian tool a test drives is missing, outside CI (`.ci/run` installs them;
+ * under CI a missing tool fails the test instead of hiding it). False when it is there.
+ */
+export function missingTool (command: string, debianPackage = command): string | false {
+  if (process.env.CI) return false
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
+    return false
+  } catch {
+    return `needs ${command} (Debian package ${debianPackage}; .ci/run installs it)`
+  }
+}
+
 /** Root can switch to the postgres user, which the dedicated cluster needs. */
 export const canSwitchUser = process.getuid?.() === 0
 

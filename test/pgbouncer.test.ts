@@ -8,7 +8,7 @@ import pg from 'pg'
 import { buildApp } from '../src/app.js'
 import type { Config } from '../src/config.js'
 import { SaleRepository } from '../src/sale-repository.js'
-import { freePort, kill, query, waitFor } from './fault-kit.js'
+import { freePort, kill, missingTool, query, waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from './helpers.js'
 
 const T0 = '2031-03-04T13:10:00.000Z'
@@ -60,7 +60,7 @@ function throughBouncer (direct: Config, url: string, overrides: Partial<Config>
 const sessionSettings = (config: Config) =>
   `SET search_path = ${config.DATABASE_SCHEMA}; SET statement_timeout = ${config.PG_QUERY_TIMEOUT_MS}; SET idle_in_transaction_session_timeout = ${config.PG_QUERY_TIMEOUT_MS}`
 
-test('the service runs through PgBouncer in transaction mode: checkout, purchase, refusals, a crowd, sale:status', async (t) => {
+test('the service runs through PgBouncer in transaction mode: checkout, purchase, refusals, a crowd, sale:status', { skip: missingTool('pgbouncer') }, async (t) => {
   const direct = isolatedConfig(t, { SALE_ITEMS: 60, USER_LIMIT: 3, PG_POOL_MAX: 20 })
   const config = throughBouncer(direct, await startPgBouncer(t, direct, sessionSettings(direct)))
   const clock = new TestClock(Date.parse(T0))
@@ -106,7 +106,7 @@ test('the service runs through PgBouncer in transaction mode: checkout, purchase
   assert.ok((await app.partitions.partitions()).length >= 8, 'partition DDL went straight to Postgres')
 })
 
-test('behind a transaction-mode pooler the session settings must come from the pooler: start-up refuses one without them', async (t) => {
+test('behind a transaction-mode pooler the session settings must come from the pooler: start-up refuses one without them', { skip: missingTool('pgbouncer') }, async (t) => {
   const direct = isolatedConfig(t)
   const bare = await startPgBouncer(t, direct, null)
   await assert.rejects(buildApp(throughBouncer(direct, bare), { fastify: { logger: false } }),

@@ -1,10 +1,10 @@
 import { test } from 'node:test'
-import { kill } from './fault-kit.js'
+import { kill, missingTool } from './fault-kit.js'
 import { failoverUnderLoad } from './failover-scenario.js'
 import { buildTestApp, isolatedConfig, TestClock } from './helpers.js'
 import { redisCommand, startSentinels } from './redis-kit.js'
 
-test('Sentinel failover under load: the promoted replica lacked acknowledged writes, nothing acknowledged is lost', async (t) => {
+test('Sentinel failover under load: the promoted replica lacked acknowledged writes, nothing acknowledged is lost', { skip: missingTool('redis-sentinel') }, async (t) => {
   const group = await startSentinels(t)
   const config = isolatedConfig(t, {
     REDIS_SENTINELS: group.sentinels,

@@ -5,6 +5,8 @@ export interface CheckoutAttempt {
   /** Decided by the service (src/attempt-id.ts): writing the same attempt twice keeps one row. */
   attemptId: string
   saleId: number | null
+  /** The sale's start, the partition key (null with no sale: then the attempt's own time is its key). */
+  saleStartsAt: number | null
   userId: string | null
   itemId: number | null
   outcome: string
@@ -28,8 +30,9 @@ export interface PurchaseRecord {
  * Multi-row INSERTs for the batch writers: one parameter per column (arrays through
  * unnest), so one plan serves every batch size and the 65,535-parameter cap never applies.
  * Times travel as epoch milliseconds (cheaper to serialize than ISO strings).
- * An attempt's partition key is its sale's start, or its own time when it has no sale
- * (migrations/1764600000000_partitioned-records.sql): the same attempt always gets the same key.
+ * An attempt's partition key is its sale's start, which the service already holds, or its own
+ * time when it has no sale (migrations/1764600000000_partitioned-records.sql): the same attempt
+ * always gets the same key, and the (sale_id, sale_starts_at) foreign key checks it.
  */
 export function checkoutAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
@@ -37,16 +40,15 @@ export function checkoutAttemptWriter (pool: Pool) {
     // up on reaching Postgres after the spool's replay of its rows; it then fails as a whole, and
     // every row of it is in the spool (all were answered 503), so the replayed rows stand.
     await pool.query(
-      `WITH sale AS MATERIALIZED (SELECT id, starts_at FROM sales WHERE id = ANY($2::bigint[]))
-       INSERT INTO checkout_attempts (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at)
-       SELECT r.attempt_id, r.sale_id, coalesce(sale.starts_at, to_timestamp(r.attempted_ms / 1000)), r.user_id, r.item_id, r.outcome, r.code,
-              to_timestamp(r.expires_ms / 1000), to_timestamp(r.attempted_ms / 1000)
-       FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::float8[], $8::float8[])
-         AS r (attempt_id, sale_id, user_id, item_id, outcome, code, expires_ms, attempted_ms)
-         LEFT JOIN sale ON sale.id = r.sale_id`,
+      `INSERT INTO checkout_attempts (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at)
+       SELECT attempt_id, sale_id, to_timestamp(coalesce(sale_starts_ms, attempted_ms) / 1000), user_id, item_id, outcome, code,
+              to_timestamp(expires_ms / 1000), to_timestamp(attempted_ms / 1000)
+       FROM unnest($1::uuid[], $2::bigint[], $3::float8[], $4::text[], $5::int[], $6::text[], $7::text[], $8::float8[], $9::float8[])
+         AS r (attempt_id, sale_id, sale_starts_ms, user_id, item_id, outcome, code, expires_ms, attempted_ms)`,
       [
         rows.map((r) => r.attemptId),
         rows.map((r) => r.saleId),
+        rows.map((r) => r.saleStartsAt),
         rows.map((r) => r.userId),
         rows.map((r) => r.itemId),
         rows.map((r) => r.outcome),
@@ -70,18 +72,17 @@ export function checkoutAttemptWriter (pool: Pool) {
 export function unavailableAttemptWriter (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
     await pool.query(
-      `WITH sale AS MATERIALIZED (SELECT id, starts_at FROM sales WHERE id = ANY($2::bigint[]))
-       INSERT INTO checkout_attempts AS a (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, attempted_at)
-       SELECT r.attempt_id, r.sale_id, coalesce(sale.starts_at, to_timestamp(r.attempted_ms / 1000)), r.user_id, r.item_id,
-              'service_unavailable', to_timestamp(r.attempted_ms / 1000)
-       FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::int[], $5::float8[])
-         AS r (attempt_id, sale_id, user_id, item_id, attempted_ms)
-         LEFT JOIN sale ON sale.id = r.sale_id
+      `INSERT INTO checkout_attempts AS a (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, attempted_at)
+       SELECT attempt_id, sale_id, to_timestamp(coalesce(sale_starts_ms, attempted_ms) / 1000), user_id, item_id,
+              'service_unavailable', to_timestamp(attempted_ms / 1000)
+       FROM unnest($1::uuid[], $2::bigint[], $3::float8[], $4::text[], $5::int[], $6::float8[])
+         AS r (attempt_id, sale_id, sale_starts_ms, user_id, item_id, attempted_ms)
        ON CONFLICT (attempt_id, sale_starts_at) DO UPDATE SET outcome = 'service_unavailable', code = NULL, expires_at = NULL
        WHERE a.settled IS NULL AND a.outcome <> 'service_unavailable'`,
       [
         rows.map((r) => r.attemptId),
         rows.map((r) => r.saleId),
+        rows.map((r) => r.saleStartsAt),
         rows.map((r) => r.userId),
         rows.map((r) => r.itemId),
         rows.map((r) => r.attemptedAt)

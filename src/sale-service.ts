@@ -233,23 +233,24 @@ export class SaleService {
     const { inventory, rules } = this.#deps
     const now = this.now()
     const attemptId = newAttemptId()
-    const sale = await this.#orUnavailable(this.currentSale(now), { attemptId, saleId: null, userId, itemId, attemptedAt: now })
+    const sale = await this.#orUnavailable(this.currentSale(now), { attemptId, saleId: null, saleStartsAt: null, userId, itemId, attemptedAt: now })
+    const attempt = { attemptId, saleId: sale.id, saleStartsAt: sale.startsAt, userId, itemId, attemptedAt: now }
 
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
     const status = await this.#orUnavailable(
       this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt, rules.checkoutRateLimit), (s) => s === 'no_sale'),
-      { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
+      attempt)
     if (status === 'no_sale') {
-      await this.#record({ attemptId, saleId: sale.id, userId, itemId, outcome: 'service_unavailable', code: null, expiresAt: null, attemptedAt: now })
+      await this.#record({ ...attempt, outcome: 'service_unavailable', code: null, expiresAt: null })
       throw new ServiceUnavailable('sale_restoring')
     }
-    if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
+    if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), attempt)
     // An abuse-limited try costs no attempt row: a loop hammering one id is what the limit stops.
     if (status === 'rate_limited') throw this.#rateLimited(now)
-    if (status !== 'ok') return this.#refuseCheckout(status, { attemptId, saleId: sale.id, userId, itemId, attemptedAt: now })
+    if (status !== 'ok') return this.#refuseCheckout(status, attempt)
 
-    const accepted: CheckoutAttempt = { attemptId, saleId: sale.id, userId, itemId, outcome: 'accepted', code, expiresAt, attemptedAt: now }
+    const accepted: CheckoutAttempt = { ...attempt, outcome: 'accepted', code, expiresAt }
     try {
       await this.#record(accepted)
     } catch (error) {
@@ -294,7 +295,7 @@ export class SaleService {
   async recordInvalidCheckout (userId: string | null, itemId: number | null, outcome: 'invalid_request' | 'service_unavailable' = 'invalid_request'): Promise<void> {
     const now = this.now()
     const sale = this.#preparedAt(now)
-    await this.#record({ attemptId: newAttemptId(), saleId: sale?.id ?? null, userId, itemId, outcome, code: null, expiresAt: null, attemptedAt: now })
+    await this.#record({ attemptId: newAttemptId(), saleId: sale?.id ?? null, saleStartsAt: sale?.startsAt ?? null, userId, itemId, outcome, code: null, expiresAt: null, attemptedAt: now })
   }
 
   /**

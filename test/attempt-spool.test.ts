@@ -154,7 +154,7 @@ test('a spooled attempt Postgres will never take is dropped alone, not holding t
   const app = await buildApp(isolatedConfig(t, { SPOOL_DIR: tempDir(t) }), { now: () => now })
   t.after(() => app.close())
   await app.ready()
-  const attempt = { attemptId: newAttemptId(), saleId: null, userId: 'alice', itemId: 1, outcome: 'item_reserved', code: null, expiresAt: null, attemptedAt: now }
+  const attempt = { attemptId: newAttemptId(), saleId: null, saleStartsAt: null, userId: 'alice', itemId: 1, outcome: 'item_reserved', code: null, expiresAt: null, attemptedAt: now }
   await app.attemptSpool.append({ ...attempt, attemptId: newAttemptId(), saleId: 987654 }) // no such sale: a foreign key violation
   await app.attemptSpool.append(attempt)
   await waitFor(async () => app.attemptSpool.bytes === 0, 5000)

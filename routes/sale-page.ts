@@ -8,7 +8,7 @@ import { saleAssetSchema, saleEventsSchema, salePageSchema, type SaleSnapshotT }
 import { withDeadline } from '../src/deadline.js'
 import { ServiceUnavailable } from '../src/errors.js'
 import { isoTime, presentSaleCounts } from '../src/presenters.js'
-import { HOUR_MS, saleWindow } from '../src/sale.js'
+import { saleWindow } from '../src/sale.js'
 
 /**
  * The page's files, read once at start-up from public/ (next to routes/ in the source tree and
@@ -129,7 +129,7 @@ class SaleFeed {
       status,
       now: isoTime(now),
       sale,
-      next_sale_at: isoTime(saleWindow(now).startsAt + HOUR_MS),
+      next_sale_at: isoTime(saleWindow(now).endsAt),
       checkouts_per_second: perSecond(total - first.total),
       accepted_per_second: perSecond(accepted - first.accepted)
     }

@@ -14,7 +14,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (recorded.has(request)) return null
     recorded.add(request)
     const query = request.query as Record<string, unknown>
-    return fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(query.id ?? query.item_id), outcome)
+    return fastify.sales.recordRefusedCheckout(asLoggable(query.user_id), asItemId(query.id ?? query.item_id), outcome)
       .then(() => null, (error: unknown) => error)
   }
 
@@ -43,11 +43,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const query = request.query as Record<string, unknown>
     const itemId = query.id ?? query.item_id
     if (request.validationError !== undefined) {
-      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), asItemId(itemId))
+      await fastify.sales.recordRefusedCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw request.validationError
     }
     if (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id) {
-      await fastify.sales.recordInvalidCheckout(asLoggable(query.user_id), null)
+      await fastify.sales.recordRefusedCheckout(asLoggable(query.user_id), null)
       throw new InvalidRequest('querystring/item_id must equal `id` when both are given')
     }
     const reservation = await fastify.sales.checkout(request.query.user_id, Number(itemId))

@@ -292,7 +292,7 @@ export class SaleService {
    * Records a checkout request that failed validation (or was refused before it got to the sale,
    * e.g. by the drain: `service_unavailable`), then lets the caller refuse it.
    */
-  async recordInvalidCheckout (userId: string | null, itemId: number | null, outcome: 'invalid_request' | 'service_unavailable' = 'invalid_request'): Promise<void> {
+  async recordRefusedCheckout (userId: string | null, itemId: number | null, outcome: 'invalid_request' | 'service_unavailable' = 'invalid_request'): Promise<void> {
     const now = this.now()
     const sale = this.#preparedAt(now)
     await this.#record({ attemptId: newAttemptId(), saleId: sale?.id ?? null, saleStartsAt: sale?.startsAt ?? null, userId, itemId, outcome, code: null, expiresAt: null, attemptedAt: now })

@@ -231,7 +231,8 @@ test('with the default abuse limits a checkout is one Redis call: the per-user c
   const sent: string[] = []
   const sendCommand = app.redis.sendCommand.bind(app.redis)
   app.redis.sendCommand = (command, stream) => {
-    sent.push(command.name)
+    // The readiness probe (PING) and the shared clock (TIME) run on their own timers, whenever they fall due.
+    if (command.name !== 'ping' && command.name !== 'time') sent.push(command.name)
     return sendCommand(command, stream)
   }
   t.after(() => { app.redis.sendCommand = sendCommand })

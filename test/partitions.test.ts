@@ -157,6 +157,19 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   assert.equal(await kept(), keptBefore, 'the kept days lost nothing')
 })
 
+test('the history prefill is a bulk load: it runs to the end on a pool connection whose statement_timeout is shorter, and leaves that timeout as it was', async (t) => {
+  const clock = new TestClock(Date.parse(T0))
+  const config = isolatedConfig(t)
+  await buildTestApp(t, config, clock) // migrates the schema
+  // As a connection of the service's pool: the timeout is a start-up parameter of the session.
+  const client = new pg.Client({ connectionString: config.DATABASE_URL, statement_timeout: 100, options: `-c search_path=${config.DATABASE_SCHEMA}` })
+  await client.connect()
+  t.after(() => client.end())
+  const filled = await prefillHistory(client, { days: 1, attempts: 120_000, purchasesPerSale: 3, now: clock.ms })
+  assert.equal(filled.attempts, 120_000)
+  assert.equal((await client.query('SHOW statement_timeout')).rows[0]?.statement_timeout, '100ms')
+})
+
 /** Relation names a plan reads or writes (EXPLAIN FORMAT JSON), recursively. */
 function relationsOf (plan: Record<string, unknown>): string[] {
   const own = typeof plan['Relation Name'] === 'string' ? [plan['Relation Name']] : []

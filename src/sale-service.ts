@@ -277,7 +277,9 @@ export class SaleService {
       if (await inventory.holdsCode(sale, code)) return true
       await this.restoreHotState(sale)
       return await inventory.holdsCode(sale, code)
-    } catch {
+    } catch (err) {
+      // Rare and worth knowing: a committed checkout answered 503 (the spool voids its row).
+      this.#deps.log.warn({ err, saleId: sale.id }, 'could not confirm the hold of a committed checkout')
       return false
     }
   }

@@ -45,6 +45,9 @@ export interface ServiceOptions {
   env?: Record<string, string>
 }
 
+/** How long a started service may take to answer /health (see startService). */
+const START_TIMEOUT_MS = 40_000
+
 /**
  * The service as a real process (the same entry as `npm start`, through tsx) on the test's
  * schema, key prefix, Postgres and Redis; resolves once /health answers 200. Killed when the
@@ -74,12 +77,15 @@ export async function startService (t: TestContext, config: Config, options: Ser
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   t.after(() => { child.kill('SIGKILL') })
   const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 150; i++) {
+  // tsx compiles the service at start: on a CPU-starved CI host (2 cores, four test files at
+  // once) that alone has taken over 15 s, so the bound is generous; a healthy start takes ~1 s.
+  const deadline = Date.now() + START_TIMEOUT_MS
+  while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}`)
     if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) return { child, url, port, exited }
     await sleep(100)
   }
-  throw new Error('service did not start')
+  throw new Error(`service did not start within ${START_TIMEOUT_MS / 1000} s`)
 }
 
 /** What the service acknowledged: checkout codes (200) and purchase ids by code (200). */

@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { API_SECURITY_HEADERS } from './security.js'
 import { InvalidRequest, RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
+import { isoTime } from '../src/presenters.js'
 
 /** HTTP status of each business refusal. */
 export const REFUSAL_STATUS: Record<RefusalCode, number> = {
@@ -73,6 +74,20 @@ export function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoExce
   else socket.destroy()
 }
 
+/** A refusal's body: its code and message, and what a client needs after a lost answer (see SaleRefusal). */
+function refusalBody (error: SaleRefusal): Record<string, unknown> {
+  const body: Record<string, unknown> = { error: error.code, message: error.message }
+  if (error.hold !== undefined) {
+    body.code = error.hold.code
+    body.expires_at = isoTime(error.hold.expiresAt)
+  }
+  if (error.purchase !== undefined) {
+    body.purchase_id = error.purchase.purchaseId
+    body.purchased_at = isoTime(error.purchase.purchasedAt)
+  }
+  return body
+}
+
 /**
  * One JSON error shape everywhere: `{ error: <stable code>, message: <human text> }`.
  * Client mistakes are 4xx; a dependency outage is 503 with Retry-After; only a bug is 500.
@@ -80,7 +95,7 @@ export function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoExce
 export function sendError (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   if (error instanceof SaleRefusal) {
     if (error.retryAfterSeconds !== undefined) reply.header('retry-after', error.retryAfterSeconds)
-    return reply.code(REFUSAL_STATUS[error.code]).send({ error: error.code, message: error.message })
+    return reply.code(REFUSAL_STATUS[error.code]).send(refusalBody(error))
   }
   if (error instanceof ServiceUnavailable) {
     // Per request only at debug: an outage answers thousands a second. The failures behind them are

@@ -37,9 +37,16 @@ export const CheckoutForbiddenError = errorResponse('The user already holds or h
 export const CheckoutNotFoundError = errorResponse('The item id is outside `1..SALE_ITEMS`.', ['unknown_item'])
 export const CheckoutConflictError = errorResponse(
   'The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` ' +
-  '(this user\'s own live checkout holds it: redeem that code), `item_sold`, `sold_out` (every item of the sale is ' +
-  'sold), `no_active_sale` (the hour\'s sale is not open yet).',
-  ['item_reserved', 'already_reserved_by_you', 'item_sold', 'sold_out', 'no_active_sale'])
+  '(this user\'s own live checkout holds it: `code` and `expires_at` are that checkout\'s, so a retry after a lost ' +
+  'answer can still buy), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour\'s ' +
+  'sale is not open yet).',
+  ['item_reserved', 'already_reserved_by_you', 'item_sold', 'sold_out', 'no_active_sale'],
+  {
+    fields: {
+      code: Type.Optional({ ...CheckoutResponse.properties.code, description: 'With `already_reserved_by_you`: the code of the user\'s live checkout of this item' }),
+      expires_at: Type.Optional({ ...Timestamp, description: 'With `already_reserved_by_you`: when that code expires' })
+    }
+  })
 
 export const checkoutSchema = {
   summary: 'Reserve one item of the current sale',

@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static, type TProperties, type TSchema } from '@sinclair/typebox'
 import { REFUSALS } from '../src/errors.js'
 
 /**
@@ -78,10 +78,15 @@ export type ErrorCode = keyof typeof ERROR_EXAMPLES
  * SDKs get a union type), with one named example per code. The enum must list every code sent
  * with that status: test/openapi.test.ts checks them against plugins/errors.ts.
  */
-export function errorResponse<const C extends ErrorCode> (description: string, codes: readonly [C, ...C[]], headers?: Record<string, TSchema>) {
+export function errorResponse<const C extends ErrorCode, F extends TProperties = Record<never, TSchema>> (
+  description: string,
+  codes: readonly [C, ...C[]],
+  { headers, fields }: { headers?: Record<string, TSchema>, fields?: F } = {}
+) {
   return Type.Object({
     error: Type.Unsafe<C>({ type: 'string', enum: [...codes], description: 'Stable machine-readable error code' }),
-    message: Type.String({ description: 'Human-readable explanation (may change; match on `error`)' })
+    message: Type.String({ description: 'Human-readable explanation (may change; match on `error`)' }),
+    ...(fields as F)
   }, {
     description,
     'x-examples': Object.fromEntries(codes.map((code) => [code, { summary: code, value: { error: code, message: ERROR_EXAMPLES[code] } }])),
@@ -104,7 +109,7 @@ export const HeadersTooLargeError = errorResponse('The request headers exceed th
 export const PayloadTooLargeError = errorResponse('The body is larger than `BODY_LIMIT_BYTES` (1024 by default).', ['payload_too_large'])
 export const UnsupportedMediaTypeError = errorResponse('The body is not `application/json`.', ['unsupported_media_type'])
 export const RateLimitedError = errorResponse('An abuse limit (per user or per client IP) is exceeded; retry after `Retry-After` seconds.',
-  ['rate_limited'], { 'retry-after': RetryAfter })
+  ['rate_limited'], { headers: { 'retry-after': RetryAfter } })
 export const UnavailableError = errorResponse('Postgres or Redis is down or saturated, or the service is shutting down; ' +
-  'nothing was done. Retry after `Retry-After` seconds.', ['service_unavailable'], { 'retry-after': RetryAfter })
+  'nothing was done. Retry after `Retry-After` seconds.', ['service_unavailable'], { headers: { 'retry-after': RetryAfter } })
 export const InternalError = errorResponse('A bug on our side.', ['internal_error'])

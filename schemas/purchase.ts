@@ -33,7 +33,16 @@ export const PurchaseResponse = Type.Object({
 }, { title: 'PurchaseResponse', description: 'The item is bought; the purchase is committed in Postgres.' })
 
 export const PurchaseNotFoundError = errorResponse('No such checkout code was ever issued.', ['unknown_code'])
-export const PurchaseConflictError = errorResponse('The code was already redeemed (of two racing redemptions, one buys).', ['code_used'])
+export const PurchaseConflictError = errorResponse(
+  'The code was already redeemed (of two racing redemptions, one buys). Once that purchase has committed, ' +
+  '`purchase_id` and `purchased_at` name it, so a retry after a lost answer learns the item is bought.',
+  ['code_used'],
+  {
+    fields: {
+      purchase_id: Type.Optional({ ...PurchaseResponse.properties.purchase_id, description: 'The purchase this code made' }),
+      purchased_at: Type.Optional({ ...Timestamp, description: 'When that purchase was made' })
+    }
+  })
 export const PurchaseGoneError = errorResponse(
   'The code can no longer be redeemed: `code_expired` (past its `expires_at`; its item went back on sale) or ' +
   '`sale_over` (it belongs to an earlier hour\'s sale).',

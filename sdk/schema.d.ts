@@ -269,7 +269,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` (this user's own live checkout holds it: redeem that code), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
+                /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` (this user's own live checkout holds it: `code` and `expires_at` are that checkout's, so a retry after a lost answer can still buy), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -277,10 +277,21 @@ export interface paths {
                     content: {
                         "application/json": {
                             /**
+                             * @description With `already_reserved_by_you`: the code of the user's live checkout of this item
+                             * @example q1mHh2p1oN2wq0mVf3c3Zw
+                             */
+                            code?: string;
+                            /**
                              * @description Stable machine-readable error code
                              * @enum {string}
                              */
                             error: "item_reserved" | "already_reserved_by_you" | "item_sold" | "sold_out" | "no_active_sale";
+                            /**
+                             * Format: date-time
+                             * @description With `already_reserved_by_you`: when that code expires
+                             * @example 2026-11-25T14:59:59.000Z
+                             */
+                            expires_at?: string;
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };
@@ -669,7 +680,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The code was already redeemed (of two racing redemptions, one buys). */
+                /** @description The code was already redeemed (of two racing redemptions, one buys). Once that purchase has committed, `purchase_id` and `purchased_at` name it, so a retry after a lost answer learns the item is bought. */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -683,6 +694,14 @@ export interface paths {
                             error: "code_used";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
+                            /** @description The purchase this code made */
+                            purchase_id?: number;
+                            /**
+                             * Format: date-time
+                             * @description When that purchase was made
+                             * @example 2026-11-25T14:59:59.000Z
+                             */
+                            purchased_at?: string;
                         };
                     };
                 };

@@ -26,14 +26,27 @@ export class SaleRefusal extends Error {
   readonly code: RefusalCode
   /** Set when waiting helps (a sale not open yet): sent as Retry-After. */
   readonly retryAfterSeconds: number | undefined
+  /**
+   * What a client whose earlier answer was lost needs to carry on: with `already_reserved_by_you`
+   * the user's live hold (its code buys), with `code_used` the committed purchase the code made.
+   */
+  readonly hold: { code: string, expiresAt: number } | undefined
+  readonly purchase: { purchaseId: number, purchasedAt: number } | undefined
 
-  constructor (code: RefusalCode, details: { message?: string, retryAfterSeconds?: number } = {}) {
+  constructor (code: RefusalCode, details: {
+    message?: string
+    retryAfterSeconds?: number
+    hold?: SaleRefusal['hold']
+    purchase?: SaleRefusal['purchase']
+  } = {}) {
     const stackTraceLimit = Error.stackTraceLimit
     Error.stackTraceLimit = 0
     super(details.message ?? REFUSALS[code])
     Error.stackTraceLimit = stackTraceLimit
     this.code = code
     this.retryAfterSeconds = details.retryAfterSeconds
+    this.hold = details.hold
+    this.purchase = details.purchase
     this.name = 'SaleRefusal'
   }
 }

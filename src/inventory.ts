@@ -17,7 +17,10 @@ const SWEEP_BATCH = 1000
 
 export type ReserveStatus =
   | 'ok' | 'no_sale' | 'not_open' | 'no_active_sale' | 'unknown_item' | 'sold_out'
-  | 'item_sold' | 'item_reserved' | 'already_reserved_by_you' | 'user_limit_reached' | 'rate_limited'
+  | 'item_sold' | 'item_reserved' | 'user_limit_reached' | 'rate_limited'
+
+/** A checkout of an item the same user holds already: that hold's code and expiry (ms). */
+export type OwnHold = readonly ['already_reserved_by_you', string, string]
 
 /** The per-user abuse limit, counted by the checkout decision itself (no round trip of its own). */
 export interface CheckoutRateLimit {
@@ -47,7 +50,7 @@ type Arg = string | number
 interface SaleScripts {
   initSale (...args: Arg[]): Promise<number>
   restoreCodes (...args: Arg[]): Promise<number>
-  reserveItem (...args: Arg[]): Promise<ReserveStatus>
+  reserveItem (...args: Arg[]): Promise<ReserveStatus | OwnHold>
   redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?]>
   undoRedeem (...args: Arg[]): Promise<number>
   voidPurchase (...args: Arg[]): Promise<number>
@@ -128,7 +131,7 @@ export class Inventory {
    * The checkout decision, which first counts the try against the user's abuse limit: fixed
    * windows aligned on multiples of `windowMs`, one hash per window in the sale's slot.
    */
-  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus> {
+  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus | OwnHold> {
     const windowEnds = now - (now % limit.windowMs) + limit.windowMs
     return this.#scripts.reserveItem(
       ...sale.keys, `${sale.tag}:rate:${windowEnds}`,

@@ -187,6 +187,14 @@ export class SaleRepository {
     return { settled: row?.settled ?? null, purchaseId: row?.purchase_id == null ? null : Number(row.purchase_id) }
   }
 
+  /** The committed purchase a code made in this sale, or null (none, or not committed yet). */
+  async purchaseOfCode (sale: SaleKey, code: string): Promise<{ purchaseId: number, purchasedAt: number } | null> {
+    const { rows: [row] } = await this.pool.query<{ id: string, purchased_at: Date }>(
+      'SELECT id, purchased_at FROM purchases WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND code = $1',
+      [code, sale.startsAt])
+    return row === undefined ? null : { purchaseId: Number(row.id), purchasedAt: row.purchased_at.getTime() }
+  }
+
   /**
    * The sale a checkout code was issued in, or null for a code never issued (or whose day is past
    * retention). Only for codes Redis does not know: it probes the code index of every partition.

@@ -248,6 +248,10 @@ export class SaleService {
     if (status === 'not_open') return this.#refuseCheckout(notOpenYet(sale, now), attempt)
     // An abuse-limited try costs no attempt row: a loop hammering one id is what the limit stops.
     if (status === 'rate_limited') throw this.#rateLimited(now)
+    if (typeof status !== 'string') {
+      const [refusal, heldCode, heldUntil] = status
+      return this.#refuseCheckout(new SaleRefusal(refusal, { hold: { code: heldCode, expiresAt: Number(heldUntil) } }), attempt)
+    }
     if (status !== 'ok') return this.#refuseCheckout(status, attempt)
 
     const accepted: CheckoutAttempt = { ...attempt, outcome: 'accepted', code, expiresAt }
@@ -340,6 +344,7 @@ export class SaleService {
     const result = await this.#decide(sale, () => inventory.redeemCode(sale, code, now), (r) => r.status === 'no_sale').catch(toUnavailable)
     if (result.status === 'no_sale') throw new ServiceUnavailable('sale_restoring')
     if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
+    if (result.status === 'code_used') throw await this.#codeUsedRefusal(sale, code)
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
     const item = sale.catalog[result.itemId] as CatalogItem
@@ -468,6 +473,16 @@ export class SaleService {
     if (!saleLost(result)) return result
     await this.restoreHotState(sale)
     return decide()
+  }
+
+  /**
+   * A code redeemed before. Once its purchase has committed the refusal names it, so a buyer whose
+   * answer was lost learns on retry that the item is theirs; while it commits (a racing
+   * redemption), or if Postgres cannot say, it is the bare refusal.
+   */
+  async #codeUsedRefusal (sale: Sale, code: string): Promise<SaleRefusal> {
+    const purchase = await this.#deps.repository.purchaseOfCode(sale, code).catch(() => null)
+    return new SaleRefusal('code_used', purchase === null ? {} : { purchase })
   }
 
   /** A code unknown to the current sale: one issued in an earlier hour gets "sale over". */

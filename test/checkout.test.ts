@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { buildTestApp, checkout, isolatedConfig, sql, TestClock } from './helpers.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
 const T0 = '2031-03-04T13:10:00.000Z'
 
@@ -76,17 +76,31 @@ test('checking out an item you already hold says it is yours, not another checko
   const held = await checkout(app, 'user_id=alice&id=4')
   assert.equal(held.statusCode, 200)
 
+  // A retry after a lost answer: the refusal carries the live hold, so the customer can still buy.
   const again = await checkout(app, 'user_id=alice&id=4')
   assert.equal(again.statusCode, 409)
   assert.equal(again.json().error, 'already_reserved_by_you')
   assert.match(again.json().message, /you already hold/i)
-  assert.equal((await checkout(app, 'user_id=bob&id=4')).json().error, 'item_reserved', 'someone else still gets item_reserved')
+  assert.deepEqual({ code: again.json().code, expires_at: again.json().expires_at }, { code: held.json().code, expires_at: held.json().expires_at })
+  const other = await checkout(app, 'user_id=bob&id=4')
+  assert.equal(other.json().error, 'item_reserved', 'someone else still gets item_reserved')
+  assert.deepEqual(Object.keys(other.json()).sort(), ['error', 'message'], 'and learns nothing of the hold')
 
   // Once the hold expired the item is free again, for its former holder too.
   clock.advance(60_000)
   assert.equal((await checkout(app, 'user_id=alice&id=4')).statusCode, 200)
   const outcomes = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'alice' ORDER BY id")
   assert.deepEqual(outcomes.map((o) => o.outcome), ['accepted', 'already_reserved_by_you', 'accepted'])
+})
+
+test('a checkout whose answer was lost: the 409 of its retry gives the code back, and it buys', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  assert.equal((await checkout(app, 'user_id=carol&id=5')).statusCode, 200) // the answer the client never read
+  const retry = await checkout(app, 'user_id=carol&id=5')
+  assert.equal(retry.json().error, 'already_reserved_by_you')
+  const bought = await purchase(app, retry.json().code)
+  assert.equal(bought.statusCode, 200)
+  assert.equal(bought.json().item.id, 5)
 })
 
 test('a sold-out sale refuses with sold_out', async (t) => {

@@ -40,10 +40,14 @@ test('refusals: unknown, used and expired codes; both or neither code shape', as
   assert.equal(unknown.json().error, 'unknown_code')
 
   const { code } = (await checkout(app, 'user_id=a&id=1')).json()
-  assert.equal((await purchase(app, code)).statusCode, 200)
+  const bought = await purchase(app, code)
+  assert.equal(bought.statusCode, 200)
+  // A retry after a lost answer: the refusal names the committed purchase the code made.
   const used = await purchase(app, code)
   assert.equal(used.statusCode, 409)
   assert.equal(used.json().error, 'code_used')
+  assert.deepEqual({ purchase_id: used.json().purchase_id, purchased_at: used.json().purchased_at },
+    { purchase_id: bought.json().purchase_id, purchased_at: bought.json().purchased_at })
 
   const late = (await checkout(app, 'user_id=a&id=2')).json()
   clock.advance(60_000)

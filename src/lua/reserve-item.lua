@@ -7,7 +7,9 @@
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
 -- Returns one status string: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
---   | 'already_reserved_by_you' (the live hold is this user's own) | 'user_limit_reached'
+--   | 'user_limit_reached'
+--   | { 'already_reserved_by_you', code, expiry (ms) }: the live hold is this user's own, and its code
+--     goes back to them (their first answer may have been lost)
 --   | 'rate_limited' (counted first: a limited try decides nothing)
 -- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
 -- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
@@ -40,10 +42,11 @@ local holder = redis.call('HGET', KEYS[2], ARGV[2])
 if holder == 'sold' then
   return 'item_sold'
 elseif holder then
-  -- The holder asking again (a second tab, a retry after a lost answer) is told the hold is theirs.
-  local state, _, _, user = parse_code(redis.call('HGET', KEYS[3], holder) or '')
+  -- The holder asking again (a second tab, a retry after a lost answer) is told the hold is
+  -- theirs, with its code: without it, a lost answer would keep them from an item they hold.
+  local state, _, expires, user = parse_code(redis.call('HGET', KEYS[3], holder) or '')
   if state == 'R' and user == ARGV[1] then
-    return 'already_reserved_by_you'
+    return { 'already_reserved_by_you', holder, expires }
   end
   return 'item_reserved'
 end

@@ -24,7 +24,9 @@ export default fp(async (fastify) => {
       failing = true
     }
   }
-  await sales.prepareAhead()
+  // At start-up too a failed preparation is retried by the ticks, not fatal: Postgres answered the
+  // start-up checks, so it is slow or locked (another instance frozen mid-preparation), not absent.
+  await tick()
   // Missed and overlapped ticks are expected (that is the point of preparing ahead): node-cron's
   // own warnings about them go to our logger at debug, not to the console every second.
   const task = cron.schedule('* * * * * *', tick, {

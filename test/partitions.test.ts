@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
 import { readdirSync } from 'node:fs'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { runner } from 'node-pg-migrate'
 import pg from 'pg'
 import { prefillHistory } from '../bench/history.js'
 import { newAttemptId } from '../src/attempt-id.js'
+import type { Config } from '../src/config.js'
 import { migrate, migrationsDir } from '../src/migrate.js'
 import { isExpired } from '../src/partitions.js'
 import { checkoutAttemptWriter, purchaseWriter } from '../src/records.js'
@@ -23,6 +24,18 @@ async function attachedDays (app: Awaited<ReturnType<typeof buildTestApp>>): Pro
   return (await app.partitions.partitions()).filter((p) => p.state === 'attached').map((p) => `${p.parent} ${p.day}`).sort()
 }
 const bothTables = (days: string[]) => days.flatMap((d) => [`checkout_attempts ${d}`, `purchases ${d}`]).sort()
+
+/**
+ * A connection of its own on the test's schema. The history prefill uses one rather than a
+ * connection of the service's pool, whose client-side query timeout (PG_QUERY_TIMEOUT_MS + 1 s)
+ * cut a day's INSERT short once on a busy CI host.
+ */
+async function schemaClient (t: TestContext, config: Config, options: pg.ClientConfig = {}): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}`, ...options })
+  await client.connect()
+  t.after(() => client.end())
+  return client
+}
 
 test('partitions exist ahead of the next sales, and the maintenance timer adds the days that come into range', async (t) => {
   const clock = new TestClock(Date.parse(T0))
@@ -46,9 +59,7 @@ test('partitions exist ahead of the next sales, and the maintenance timer adds t
 
 test('the migration to partitioned tables keeps every row, id, settlement and constraint', async (t) => {
   const config = isolatedConfig(t)
-  const client = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}` })
-  await client.connect()
-  t.after(() => client.end())
+  const client = await schemaClient(t, config)
   const partitioning = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort().indexOf('1764600000000_partitioned-records.sql')
   assert.ok(partitioning > 0)
   await runner({ dbClient: client, dir: migrationsDir, direction: 'up', count: partitioning, migrationsTable: 'pgmigrations', schema: config.DATABASE_SCHEMA, createSchema: true, checkOrder: true, advisoryLockMode: 'wait', log: () => {} })
@@ -107,12 +118,7 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   const clock = new TestClock(Date.parse(T0))
   const config = isolatedConfig(t, { SALE_ITEMS: 3000, USER_LIMIT: 10, ATTEMPTS_RETENTION_DAYS: 30, PARTITIONS_AHEAD_DAYS: 2 })
   const app = await buildTestApp(t, config, clock)
-  const client = await app.pg.connect()
-  try {
-    await prefillHistory(client, { days: 40, attempts: 40 * 24 * 20, purchasesPerSale: 3, now: clock.ms })
-  } finally {
-    client.release()
-  }
+  await prefillHistory(await schemaClient(t, config), { days: 40, attempts: 40 * 24 * 20, purchasesPerSale: 3, now: clock.ms })
   const kept = async () => (await sql<{ n: number }>(app,
     "SELECT count(*)::int AS n FROM checkout_attempts WHERE sale_starts_at >= '2031-02-02' AND sale_starts_at < '2031-03-04 13:00Z'"))[0]?.n
   const keptBefore = await kept()
@@ -157,14 +163,12 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   assert.equal(await kept(), keptBefore, 'the kept days lost nothing')
 })
 
-test('the history prefill is a bulk load: it runs to the end on a pool connection whose statement_timeout is shorter, and leaves that timeout as it was', async (t) => {
+test('the history prefill is a bulk load: it runs to the end on a connection whose statement_timeout is shorter (as the pool sets it), and leaves that timeout as it was', async (t) => {
   const clock = new TestClock(Date.parse(T0))
   const config = isolatedConfig(t)
   await buildTestApp(t, config, clock) // migrates the schema
   // As a connection of the service's pool: the timeout is a start-up parameter of the session.
-  const client = new pg.Client({ connectionString: config.DATABASE_URL, statement_timeout: 100, options: `-c search_path=${config.DATABASE_SCHEMA}` })
-  await client.connect()
-  t.after(() => client.end())
+  const client = await schemaClient(t, config, { statement_timeout: 100 })
   const filled = await prefillHistory(client, { days: 1, attempts: 120_000, purchasesPerSale: 3, now: clock.ms })
   assert.equal(filled.attempts, 120_000)
   assert.equal((await client.query('SHOW statement_timeout')).rows[0]?.statement_timeout, '100ms')
@@ -178,13 +182,9 @@ function relationsOf (plan: Record<string, unknown>): string[] {
 
 test('operator queries, the writers and the settlement fence touch only the current partition (EXPLAIN on a prefilled database)', async (t) => {
   const clock = new TestClock(Date.parse(T0))
-  const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 100 }), clock)
-  const client = await app.pg.connect()
-  try {
-    await prefillHistory(client, { days: 3, attempts: 60_000, purchasesPerSale: 20, now: clock.ms })
-  } finally {
-    client.release()
-  }
+  const config = isolatedConfig(t, { SALE_ITEMS: 100 })
+  const app = await buildTestApp(t, config, clock)
+  await prefillHistory(await schemaClient(t, config), { days: 3, attempts: 60_000, purchasesPerSale: 20, now: clock.ms })
   const code = (await checkout(app, 'user_id=alice&id=7')).json<{ code: string }>().code
   assert.equal((await purchase(app, (await checkout(app, 'user_id=bob&id=8')).json<{ code: string }>().code)).statusCode, 200)
   const sale = await app.sales.currentSale(clock.ms)

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import pg from 'pg'
+import { waitFor } from './fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
 
 test('instances preparing together write one sale, seeded once, with a deterministic catalog', async (t) => {
@@ -38,4 +40,23 @@ test('each hour gets its own sale and prices', async (t) => {
     'SELECT sale_id, array_agg(price_cents ORDER BY id) AS prices FROM items GROUP BY sale_id ORDER BY sale_id')
   assert.equal(rows.length, 2)
   assert.notDeepEqual(rows[0]?.prices, rows[1]?.prices)
+})
+
+test('a preparation that fails at start-up does not stop the service: it starts, answers 503, and a later tick opens the sale', async (t) => {
+  const config = isolatedConfig(t, { PG_QUERY_TIMEOUT_MS: 300 })
+  // Another instance holds the preparation lock (frozen mid-preparation) for longer than a query may wait.
+  const holder = new pg.Client({ connectionString: config.DATABASE_URL })
+  await holder.connect()
+  t.after(() => holder.end())
+  await holder.query('BEGIN')
+  await holder.query("SELECT pg_advisory_xact_lock(hashtext($1 || '.sales'))", [config.DATABASE_SCHEMA])
+
+  const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:37:00.000Z')))
+  const refused = await checkout(app, 'user_id=a&id=1')
+  assert.equal(refused.statusCode, 503)
+  assert.match(refused.json().message, /could not be prepared/)
+
+  await holder.query('COMMIT')
+  await waitFor(async () => (await app.inject('/')).json().sale?.id === 1, 5000)
+  assert.equal((await checkout(app, 'user_id=a&id=1')).statusCode, 200)
 })

@@ -89,7 +89,8 @@ function refusalBody (error: SaleRefusal): Record<string, unknown> {
 }
 
 /**
- * One JSON error shape everywhere: `{ error: <stable code>, message: <human text> }`.
+ * One JSON error shape everywhere: `{ error: <stable code>, message: <human text> }` (two refusals
+ * add what a retry after a lost answer needs: see refusalBody).
  * Client mistakes are 4xx; a dependency outage is 503 with Retry-After; only a bug is 500.
  */
 export function sendError (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {

@@ -5,7 +5,7 @@
 -- ARGV[7] key expiry (ms, absolute)
 -- Abuse limit (lib/rate-limit.lua): KEYS[7] the per-user counts of the current rate window,
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
--- Returns one status string: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
+-- Returns a status string, or a table for a hold of the user's own: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
 --   | 'user_limit_reached'
 --   | { 'already_reserved_by_you', code, expiry (ms) }: the live hold is this user's own, and its code

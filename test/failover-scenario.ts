@@ -67,7 +67,7 @@ export async function failoverUnderLoad (t: TestContext, config: Config, app: Fa
 
   await waitFor(failover.promoted, 20_000)
   const before = statuses.get(200) ?? 0
-  await waitFor(async () => (statuses.get(200) ?? 0) > before + 20, 15_000)
+  await waitFor(async () => (statuses.get(200) ?? 0) > before + 20, 30_000)
   const recoveredMs = Date.now() - killedAt
   acks.stop = true
   await load

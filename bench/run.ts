@@ -9,7 +9,7 @@
  *   npm run bench -- --cluster    service in cluster mode (one worker per core)
  *   npm run bench -- --only=sellout   only the named scenarios (bare, stampede, latency, sellout; comma-separated)
  *   npm run bench -- --dist=../other/dist   the service built elsewhere (e.g. the code before a change, for back-to-back runs)
- *   npm run bench -- --node-flags=--max-semi-space-size=4   extra Node flags for the service (comma-separated)
+ *   npm run bench -- --node-flags=--max-semi-space-size=4   Node flags for the service after those of `npm start` (comma-separated)
  *   BENCH_PROFILE=1 npm run bench  also write a V8 CPU profile per process to bench/results/
  *   npm run bench -- --history=20000000 [--history-days=30]   also the stampede on an empty schema and
  *                                 then on one prefilled with that many attempts (bench/history.ts)
@@ -33,6 +33,8 @@ const smoke = process.argv.includes('--smoke')
 const clusterMode = process.argv.includes('--cluster')
 const dist = process.argv.find((arg) => arg.startsWith('--dist='))?.slice('--dist='.length) ?? 'dist'
 const nodeFlags = process.argv.find((arg) => arg.startsWith('--node-flags='))?.slice('--node-flags='.length).split(',') ?? []
+/** The Node flags `npm start` gives the service (package.json), so the bench runs it as it runs for real; `--node-flags` come after them and win (V8 takes a flag's last value). */
+const startFlags = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 type Scenario = 'bare' | 'stampede' | 'latency' | 'sellout'
 const historyRows = Number(process.argv.find((arg) => arg.startsWith('--history='))?.slice('--history='.length) ?? 0)
@@ -80,7 +82,7 @@ async function startProcess (args: string[], env: Record<string, string>): Promi
 
 async function startService (name: string, items: number, env: Record<string, string> = {}): Promise<Service> {
   const schema = `${runId}_${name}`
-  const { url, child } = await startProcess([...nodeFlags, `${dist}/src/${clusterMode ? 'cluster' : 'server'}.js`], {
+  const { url, child } = await startProcess([...startFlags, ...nodeFlags, `${dist}/src/${clusterMode ? 'cluster' : 'server'}.js`], {
     DATABASE_SCHEMA: schema,
     REDIS_KEY_PREFIX: `${schema}:`,
     SALE_ITEMS: String(items),
@@ -562,7 +564,7 @@ async function main (): Promise<void> {
     acceptedBySale: bySale(expect.acceptedBySale), soldBySale: bySale(expect.soldBySale), soldOutSale: expect.soldOutSale ?? null
   }]))
   writeFileSync(file, JSON.stringify({
-    runId, smoke, clusterMode, dist, nodeFlags, machine, pids, rows, serviceCpuCheckoutVsBare: cpuRatio, stampedeVsBare: throughputRatio, fixedRate, sales, history, failures
+    runId, smoke, clusterMode, dist, nodeFlags: [...startFlags, ...nodeFlags], machine, pids, rows, serviceCpuCheckoutVsBare: cpuRatio, stampedeVsBare: throughputRatio, fixedRate, sales, history, failures
   }, null, 2))
   console.log(`results written to ${file}`)
 

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import cron from 'node-cron'
 
 /**
  * Keeps the sales prepared: at start-up and then every second, the current hour's sale and,
@@ -26,16 +27,20 @@ export default fp(async (fastify) => {
   // At start-up too a failed preparation is retried by the ticks, not fatal: Postgres answered the
   // start-up checks, so it is slow or locked (another instance frozen mid-preparation), not absent.
   await tick()
-  // A plain timer, not a cron schedule: "every second" needs no calendar, and node-cron matched
-  // each tick through Intl.DateTimeFormat, which kept ~4 MB of ICU data resident (and allocated
-  // every second in an idle process). A tick still running when the next is due is skipped.
-  let running = false
-  const timer = setInterval(() => {
-    if (running) return
-    running = true
-    tick().finally(() => { running = false })
-  }, 1000)
+  // Missed and overlapped ticks are expected (that is the point of preparing ahead): node-cron's
+  // own warnings about them go to our logger at debug, not to the console every second.
+  const task = cron.schedule('* * * * * *', tick, {
+    timezone: 'UTC',
+    noOverlap: true,
+    name: 'sale-prepare',
+    logger: {
+      info: (msg) => log.debug(msg),
+      warn: (msg) => log.debug(msg),
+      error: (msg, err) => log.error({ err }, String(msg)),
+      debug: (msg) => log.debug(String(msg))
+    }
+  })
   fastify.addHook('onClose', async () => {
-    clearInterval(timer)
+    await task.destroy()
   })
 }, { name: 'sale-roll', dependencies: ['sales'] })

@@ -6,6 +6,7 @@
  * test/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
  */
 import { readFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import type pg from 'pg'
 import { migrate } from '../src/migrate.js'
 import { localPortsTo } from './sockets.js'
@@ -124,11 +125,43 @@ export async function backendCpu (admin: pg.ClientBase, servicePid: number, post
   return new Map(rows.map((r) => [r.pid, cpuMs(r.pid)]))
 }
 
+/** Totals of one statement in pg_stat_statements, keyed by queryid. */
+interface StatementTotals { query: string, calls: number, rows: number, execMs: number, blksHit: number, blksWritten: number }
+
+/**
+ * pg_stat_statements of this database, if the server loads it (shared_preload_libraries; the
+ * shared server on 5432 does not): what shows which statement costs more with history. Empty
+ * otherwise.
+ */
+async function statementTotals (admin: pg.ClientBase): Promise<Map<string, StatementTotals>> {
+  try {
+    const { rows } = await admin.query<StatementTotals & { id: string }>(
+      `SELECT queryid::text AS id, query, calls::float8 AS calls, rows::float8 AS rows, total_exec_time AS "execMs",
+              shared_blks_hit::float8 AS "blksHit", shared_blks_written::float8 AS "blksWritten"
+       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+    return new Map(rows.map(({ id, ...totals }) => [id, totals]))
+  } catch {
+    return new Map()
+  }
+}
+
+/** The `top` statements run between two samples by execution time, per row: one log line each. */
+function statementsBetween (before: Map<string, StatementTotals>, after: Map<string, StatementTotals>, top: number): string[] {
+  const ran = [...after].map(([id, a]) => {
+    const b = before.get(id)
+    const rows = a.rows - (b?.rows ?? 0)
+    const perRow = (key: 'execMs' | 'blksHit' | 'blksWritten') => (a[key] - (b?.[key] ?? 0)) / Math.max(rows, 1)
+    return { calls: a.calls - (b?.calls ?? 0), rows, execUs: perRow('execMs') * 1000, hit: perRow('blksHit'), written: perRow('blksWritten'), query: a.query }
+  }).filter((st) => st.calls > 0).sort((x, y) => y.execUs * y.rows - x.execUs * x.rows)
+  return ran.slice(0, top).map((st) => `  ${st.calls} calls, ${st.rows} rows; per row ${st.execUs.toFixed(1)} µs, ` +
+    `${st.hit.toFixed(2)} buffer hits, ${st.written.toFixed(3)} buffers written: ${st.query.replace(/\s+/g, ' ').slice(0, 70)}`)
+}
+
 export const cpuBetween = (before: Map<number, number>, after: Map<number, number>): number =>
   [...after].reduce((sum, [pid, ms]) => sum + ms - (before.get(pid) ?? 0), 0)
 
 /** What run.ts's stampede gives a hook: the service it started and its schema. */
-export interface StampedeService { child: { pid?: number }, schema: string }
+export interface StampedeService { child: { pid?: number }, schema: string, url: string }
 
 export interface StampedeHooks {
   /** Runs on the schema before the service starts on it. */
@@ -142,65 +175,164 @@ export type Stampede = (name: string, hooks: StampedeHooks) => Promise<{
   expect: { service: StampedeService, checkoutsSent: number }
 }>
 
+export interface StampedeCost {
+  reqPerSec: number
+  checkoutsSent: number
+  committedRows: number
+  /** Attempt rows per INSERT statement (the service's batches). */
+  rowsPerStatement: number
+  pgCpuMs: number
+  pgCpuUsPerRow: number
+  /**
+   * Backends the service's pool opened during the run: each one's start-up (fork, catalog caches)
+   * counts in pgCpuMs, a few ms each, the same empty or full.
+   */
+  backendsOpened: number
+  /** Load average (1 min) when the run started. */
+  load: number
+}
+
 export interface HistoryComparison {
   prefill: HistoryFilled
-  empty: Record<string, number>
-  full: Record<string, number>
-  /** full / empty: 1.0 is the same speed. */
+  rounds: number
+  /** Every run in the order it ran (rounds alternate: empty first, then full first, ...). */
+  runs: Array<StampedeCost & { history: boolean }>
+  /** Medians over the rounds. */
+  empty: StampedeCost
+  full: StampedeCost
+  /** full / empty of the medians: 1.0 is the same speed. */
   reqPerSecRatio: number
   pgCpuPerRowRatio: number
 }
 
+/** Batches the service's attempt writer committed so far (its flush histogram's count). */
+async function attemptStatements (url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  return Number(/batch_flush_duration_seconds_count\{writer="checkout_attempts"\} (\d+)/.exec(text)?.[1] ?? 0)
+}
+
+const median = (xs: number[]): number => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+function medianCost (runs: StampedeCost[]): StampedeCost {
+  const of = (key: keyof StampedeCost) => Math.round(median(runs.map((r) => r[key])) * 10) / 10
+  return {
+    reqPerSec: of('reqPerSec'),
+    checkoutsSent: of('checkoutsSent'),
+    committedRows: of('committedRows'),
+    rowsPerStatement: of('rowsPerStatement'),
+    pgCpuMs: of('pgCpuMs'),
+    pgCpuUsPerRow: of('pgCpuUsPerRow'),
+    backendsOpened: of('backendsOpened'),
+    load: of('load')
+  }
+}
+
 /**
- * The stampede twice, back to back: on an empty schema, then on one prefilled with `attempts`
- * rows over the past `days` (same service, same load). Each reports req/s, committed rows and
+ * The stampede on an empty schema and on one prefilled with `attempts` rows over the past `days`
+ * (same service, same load), `rounds` times, alternating which goes first (empty, full, full,
+ * empty, ...), each right after a CHECKPOINT. The history is filled once: between its runs the
+ * prefilled schema gets a fresh partition for today (what the previous run wrote goes) and is
+ * renamed to the next run's schema. Each run reports req/s, committed rows, rows per statement and
  * the CPU its Postgres backends spent per committed row; the schemas are dropped afterwards.
  */
-export async function compareWithHistory (stampede: Stampede, admin: pg.Client, options: { attempts: number, days: number, log: (m: string) => void }): Promise<HistoryComparison> {
+export async function compareWithHistory (stampede: Stampede, admin: pg.Client, options: { attempts: number, days: number, rounds: number, log: (m: string) => void }): Promise<HistoryComparison> {
   const postgresPort = admin.port
   let prefill: HistoryFilled | undefined
+  let historySchema: string | undefined
   const measure: StampedeHooks['measure'] = async (service) => {
     const pid = service.child.pid as number
     const from = Date.now()
+    const load = loadavg()[0] as number
     const before = await backendCpu(admin, pid, postgresPort)
+    const batchesBefore = await attemptStatements(service.url)
+    const statementsBefore = await statementTotals(admin)
     return async () => {
-      const cpuMs = cpuBetween(before, await backendCpu(admin, pid, postgresPort))
-      // The service may still be flushing its last batch: counted after it stops, below.
-      return { pgCpuMs: Math.round(cpuMs), since: from }
+      const after = await backendCpu(admin, pid, postgresPort)
+      const cpuMs = cpuBetween(before, after)
+      for (const line of statementsBetween(statementsBefore, await statementTotals(admin), 2)) options.log(line)
+      // The service may still be flushing its last batch: rows are counted after it stops, below.
+      return {
+        pgCpuMs: Math.round(cpuMs),
+        since: from,
+        load,
+        statements: await attemptStatements(service.url) - batchesBefore,
+        backendsOpened: [...after.keys()].filter((backend) => !before.has(backend)).length
+      }
     }
   }
   const committedSince = async (schema: string, since: number) => Number((await admin.query<{ n: string }>(
     `SELECT count(*) AS n FROM ${schema}.checkout_attempts WHERE attempted_at >= to_timestamp($1::float8 / 1000)`, [since])).rows[0]?.n)
-  const once = async (name: string, prepare?: StampedeHooks['prepare']) => {
-    const { row, expect } = await stampede(name, { prepare, measure })
+  const once = async (name: string, history: boolean, last: boolean): Promise<StampedeCost & { history: boolean }> => {
+    const { row, expect } = await stampede(name, { prepare: history ? withHistory : checkpoint, measure })
     const rows = await committedSince(expect.service.schema, Number(row.extra?.since))
-    await admin.query(`DROP SCHEMA ${expect.service.schema} CASCADE`)
+    if (history && !last) historySchema = expect.service.schema
+    else await admin.query(`DROP SCHEMA ${expect.service.schema} CASCADE`)
     const pgCpuMs = Number(row.extra?.pgCpuMs)
     return {
+      history,
       reqPerSec: row.reqPerSec,
       checkoutsSent: expect.checkoutsSent,
       committedRows: rows,
+      rowsPerStatement: Math.round(rows / Math.max(Number(row.extra?.statements), 1) * 10) / 10,
       pgCpuMs,
-      pgCpuUsPerRow: Math.round(pgCpuMs * 1000 / Math.max(rows, 1) * 10) / 10
+      pgCpuUsPerRow: Math.round(pgCpuMs * 1000 / Math.max(rows, 1) * 10) / 10,
+      backendsOpened: Number(row.extra?.backendsOpened),
+      load: Math.round(Number(row.extra?.load) * 100) / 100
     }
   }
   // Each run starts right after a checkpoint, so neither pays more full-page WAL images than the
   // other for the checkpoint the prefill's gigabytes of WAL would otherwise set off under it.
-  const empty = await once('stampede_empty', async () => { await admin.query('CHECKPOINT') })
-  const full = await once('stampede_history', async (schema) => {
-    await admin.query(`CREATE SCHEMA ${schema}`)
-    await admin.query(`SET search_path = ${schema}`)
-    await migrate(admin, schema, () => {})
-    options.log(`\n▶ prefilling ${options.attempts.toLocaleString('en-US')} checkout attempts over ${options.days} days into ${schema}`)
-    prefill = await prefillHistory(admin, { attempts: options.attempts, days: options.days, purchasesPerSale: 1000, now: Date.now(), log: options.log })
+  const checkpoint = async () => { await admin.query('CHECKPOINT') }
+  const withHistory = async (schema: string) => {
+    if (historySchema === undefined) {
+      await admin.query(`CREATE SCHEMA ${schema}`)
+      await admin.query(`SET search_path = ${schema}`)
+      await migrate(admin, schema, () => {})
+      options.log(`\n▶ prefilling ${options.attempts.toLocaleString('en-US')} checkout attempts over ${options.days} days into ${schema}`)
+      prefill = await prefillHistory(admin, { attempts: options.attempts, days: options.days, purchasesPerSale: 1000, now: Date.now(), log: options.log })
+    } else {
+      await admin.query(`ALTER SCHEMA ${historySchema} RENAME TO ${schema}`)
+      await admin.query(`SET search_path = ${schema}`)
+      await forgetToday(admin)
+    }
     await admin.query('SET search_path = public')
-    await admin.query('CHECKPOINT')
-  })
+    await checkpoint()
+  }
+  const runs: Array<StampedeCost & { history: boolean }> = []
+  for (let round = 1; round <= options.rounds; round++) {
+    const last = round === options.rounds
+    for (const history of round % 2 === 1 ? [false, true] : [true, false]) {
+      runs.push(await once(`stampede_${history ? 'history' : 'empty'}${options.rounds > 1 ? `_${round}` : ''}`, history, last))
+    }
+  }
+  const empty = medianCost(runs.filter((r) => !r.history))
+  const full = medianCost(runs.filter((r) => r.history))
   return {
     prefill: prefill as HistoryFilled,
+    rounds: options.rounds,
+    runs,
     empty,
     full,
     reqPerSecRatio: Math.round(full.reqPerSec / empty.reqPerSec * 1000) / 1000,
     pgCpuPerRowRatio: Math.round(full.pgCpuUsPerRow / empty.pgCpuUsPerRow * 1000) / 1000
   }
+}
+
+/**
+ * Takes back what a stampede wrote into a prefilled schema (search_path), so the next run meets it
+ * as the first did: today's sales go (with their catalogs) and today's partitions are replaced by
+ * empty ones; the history of the past days stays.
+ */
+async function forgetToday (client: pg.ClientBase): Promise<void> {
+  const today = new Date().toISOString().slice(0, 10)
+  const suffix = today.replace(/-/g, '')
+  await client.query(`DROP TABLE purchases_p${suffix}`)
+  await client.query(`ALTER TABLE checkout_attempts DETACH PARTITION checkout_attempts_p${suffix}`)
+  await client.query(`DROP TABLE checkout_attempts_p${suffix}`)
+  await client.query('DELETE FROM sales WHERE starts_at >= $1::timestamptz', [`${today}T00:00:00Z`])
+  await client.query('SELECT flash_sale_add_day_partitions($1::date, $1::date)', [today])
 }

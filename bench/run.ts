@@ -39,6 +39,7 @@ const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--onl
 type Scenario = 'bare' | 'stampede' | 'latency' | 'sellout'
 const historyRows = Number(process.argv.find((arg) => arg.startsWith('--history='))?.slice('--history='.length) ?? 0)
 const historyDays = Number(process.argv.find((arg) => arg.startsWith('--history-days='))?.slice('--history-days='.length) ?? 30)
+const historyRounds = Number(process.argv.find((arg) => arg.startsWith('--history-rounds='))?.slice('--history-rounds='.length) ?? 3)
 const runs = (scenario: Scenario) => only === undefined || only.includes(scenario)
 const DURATION_S = smoke ? 2 : 10
 const LATENCY_DURATION_S = smoke ? 1 : 5
@@ -511,7 +512,9 @@ async function historyComparison (): Promise<HistoryComparison> {
   const admin = new pg.Client({ connectionString: base.DATABASE_URL })
   await admin.connect()
   try {
-    const h = await compareWithHistory(stampede, admin, { attempts: historyRows, days: historyDays, log: console.log })
+    const h = await compareWithHistory(stampede, admin, { attempts: historyRows, days: historyDays, rounds: historyRounds, log: console.log })
+    console.log('\n| run | load | req/s | rows per statement | backends opened | Postgres µs per committed row |\n|---|---:|---:|---:|---:|---:|')
+    for (const r of h.runs) console.log(`| ${r.history ? 'full' : 'empty'} | ${r.load} | ${fmt(r.reqPerSec)} | ${r.rowsPerStatement} | ${r.backendsOpened} | ${r.pgCpuUsPerRow} |`)
     console.log(`\nhistory of ${fmt(h.prefill.attempts)} attempts (${h.prefill.seconds.toFixed(0)} s to fill): ` +
       `req/s ${fmt(h.empty.reqPerSec as number)} empty vs ${fmt(h.full.reqPerSec as number)} full (x${h.reqPerSecRatio}), ` +
       `Postgres CPU per committed row ${h.empty.pgCpuUsPerRow} µs vs ${h.full.pgCpuUsPerRow} µs (x${h.pgCpuPerRowRatio})`)

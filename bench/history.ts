@@ -183,10 +183,7 @@ export interface StampedeCost {
   rowsPerStatement: number
   pgCpuMs: number
   pgCpuUsPerRow: number
-  /**
-   * Backends the service's pool opened during the run: each one's start-up (fork, catalog caches)
-   * counts in pgCpuMs, a few ms each, the same empty or full.
-   */
+  /** Backends the service's pool opened during the run (after openPool: should be none). */
   backendsOpened: number
   /** Load average (1 min) when the run started. */
   load: number
@@ -203,6 +200,23 @@ export interface HistoryComparison {
   /** full / empty of the medians: 1.0 is the same speed. */
   reqPerSecRatio: number
   pgCpuPerRowRatio: number
+}
+
+/**
+ * Has the service's pool open its connections before a run is measured: a second of concurrent
+ * checkouts (of items 1..100, so at most 100 of the sale's items are taken) keeps its batch writer's
+ * slots busy. Otherwise the pool opens them during the run, and each backend's start-up (fork,
+ * catalog caches: a few ms of CPU) lands in the run's CPU, a share that grows as the host's load
+ * shrinks the run's rows.
+ */
+async function openPool (url: string): Promise<void> {
+  const until = Date.now() + 1000
+  await Promise.all(Array.from({ length: 200 }, async () => {
+    while (Date.now() < until) {
+      const user = Math.floor(Math.random() * 1_000_000)
+      await (await fetch(`${url}/checkout?user_id=warm${user}&id=${1 + user % 100}`, { method: 'POST' })).arrayBuffer()
+    }
+  }))
 }
 
 /** Batches the service's attempt writer committed so far (its flush histogram's count). */
@@ -245,6 +259,7 @@ export async function compareWithHistory (stampede: Stampede, admin: pg.Client, 
   let historySchema: string | undefined
   const measure: StampedeHooks['measure'] = async (service) => {
     const pid = service.child.pid as number
+    await openPool(service.url)
     const from = Date.now()
     const load = loadavg()[0] as number
     const before = await backendCpu(admin, pid, postgresPort)

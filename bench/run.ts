@@ -11,8 +11,8 @@
  *   npm run bench -- --dist=../other/dist   the service built elsewhere (e.g. the code before a change, for back-to-back runs)
  *   npm run bench -- --node-flags=--max-semi-space-size=4   Node flags for the service after those of `npm start` (comma-separated)
  *   BENCH_PROFILE=1 npm run bench  also write a V8 CPU profile per process to bench/results/
- *   npm run bench -- --history=20000000 [--history-days=30]   also the stampede on an empty schema and
- *                                 then on one prefilled with that many attempts (bench/history.ts)
+ *   npm run bench -- --history=20000000 [--history-days=30] [--history-rounds=3]   also the stampede on an
+ *                                 empty schema and on one prefilled with that many attempts, alternating (bench/history.ts)
  *
  * A scenario that crosses XX:00 meets two sales: the bench counts each sale on its own (the
  * crowd of the sell-out starts over on the new sale) and says so in its output.
@@ -507,7 +507,7 @@ async function verify ({ service: { schema }, checkoutsSent, connections, accept
   return failures
 }
 
-/** The stampede on an empty schema, then on one prefilled with --history attempts, back to back. */
+/** The stampede on an empty schema and on one prefilled with --history attempts, --history-rounds times, alternating. */
 async function historyComparison (): Promise<HistoryComparison> {
   const admin = new pg.Client({ connectionString: base.DATABASE_URL })
   await admin.connect()

@@ -178,21 +178,19 @@ export class SaleRepository {
     return rows.map((r) => r.code)
   }
 
-  /** How a code was settled: 'purchased', 'voided', or null while neither. */
-  async settlementOf (sale: SaleKey, code: string): Promise<{ settled: string | null, purchaseId: number | null }> {
-    const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null }>(
-      `SELECT a.settled, p.id AS purchase_id
+  /**
+   * How a code was settled: 'purchased', 'voided', or null while neither; and the purchase it
+   * made, once committed.
+   */
+  async settlementOf (sale: SaleKey, code: string): Promise<{ settled: string | null, purchase: { purchaseId: number, purchasedAt: number } | null }> {
+    const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null, purchased_at: Date | null }>(
+      `SELECT a.settled, p.id AS purchase_id, p.purchased_at
        FROM checkout_attempts a LEFT JOIN purchases p ON p.sale_starts_at = to_timestamp($2::float8 / 1000) AND p.code = a.code
        WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.code = $1`, [code, sale.startsAt])
-    return { settled: row?.settled ?? null, purchaseId: row?.purchase_id == null ? null : Number(row.purchase_id) }
-  }
-
-  /** The committed purchase a code made in this sale, or null (none, or not committed yet). */
-  async purchaseOfCode (sale: SaleKey, code: string): Promise<{ purchaseId: number, purchasedAt: number } | null> {
-    const { rows: [row] } = await this.pool.query<{ id: string, purchased_at: Date }>(
-      'SELECT id, purchased_at FROM purchases WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND code = $1',
-      [code, sale.startsAt])
-    return row === undefined ? null : { purchaseId: Number(row.id), purchasedAt: row.purchased_at.getTime() }
+    return {
+      settled: row?.settled ?? null,
+      purchase: row?.purchase_id == null || row.purchased_at === null ? null : { purchaseId: Number(row.purchase_id), purchasedAt: row.purchased_at.getTime() }
+    }
   }
 
   /**

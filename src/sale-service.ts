@@ -385,8 +385,8 @@ export class SaleService {
     const voided = await repository.voidCodes(sale, [code]).catch(() => null)
     if (voided === null) throw error
     if (voided.length === 0) {
-      const { purchaseId } = await repository.settlementOf(sale, code).catch(() => ({ purchaseId: null }))
-      if (purchaseId !== null) return purchaseId
+      const { purchase } = await repository.settlementOf(sale, code).catch(() => ({ purchase: null }))
+      if (purchase !== null) return purchase.purchaseId
       throw error
     }
     await this.#giveBack(sale, code)
@@ -481,7 +481,7 @@ export class SaleService {
    * redemption), or if Postgres cannot say, it is the bare refusal.
    */
   async #codeUsedRefusal (sale: Sale, code: string): Promise<SaleRefusal> {
-    const purchase = await this.#deps.repository.purchaseOfCode(sale, code).catch(() => null)
+    const { purchase } = await this.#deps.repository.settlementOf(sale, code).catch(() => ({ purchase: null }))
     return new SaleRefusal('code_used', purchase === null ? {} : { purchase })
   }
 

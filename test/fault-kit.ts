@@ -134,6 +134,19 @@ export async function assertAcknowledgedAreCommitted (config: Config, acks: Acks
   assert.equal(dupes?.n, 0, 'no item sold twice')
 }
 
+/** No user bought more than `limit` items (the offenders are named if any did). */
+export async function assertNoUserOverLimit (config: Config, limit: number): Promise<void> {
+  const over = await query(config, 'SELECT user_id, count(*)::int AS n FROM purchases GROUP BY user_id HAVING count(*) > $1', [limit])
+  assert.deepEqual(over, [], 'no user over the limit')
+}
+
+/** The sale sold exactly `items` items, each once. */
+export async function assertSoldOutExactly (config: Config, items: number): Promise<void> {
+  const [sold] = await query<{ purchases: number, items: number }>(config,
+    'SELECT count(*)::int AS purchases, count(DISTINCT item_id)::int AS items FROM purchases')
+  assert.deepEqual(sold, { purchases: items, items }, 'sold out exactly, each item once')
+}
+
 /** A dedicated, disposable redis-server on its own port, so killing it disturbs no other test. */
 export function startRedis (port: number): ChildProcess {
   return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { assertAcknowledgedAreCommitted, freePort, kill, missingTool, newAcks, query, startService, waitFor, type Service } from './fault-kit.js'
+import { assertAcknowledgedAreCommitted, assertNoUserOverLimit, assertSoldOutExactly, freePort, kill, missingTool, newAcks, query, startService, waitFor, type Service } from './fault-kit.js'
 import { isolatedConfig } from './helpers.js'
 
 const ITEMS = 300
@@ -104,12 +104,8 @@ test('three instances behind HAProxy, one SIGKILLed under load: only 200/4xx/502
   assert.deepEqual([...statuses.keys()].filter((s) => s >= 500 && s !== 502 && s !== 503), [], 'only 200, 4xx, 502 and 503')
   assert.ok((statuses.get(200) ?? 0) > ITEMS, 'load went through the proxy')
   await assertAcknowledgedAreCommitted(config, acks)
-  const [sold] = await query<{ purchases: number, items: number }>(config,
-    'SELECT count(*)::int AS purchases, count(DISTINCT item_id)::int AS items FROM purchases')
-  assert.deepEqual(sold, { purchases: ITEMS, items: ITEMS }, 'sold out exactly, each item once')
-  const [overLimit] = await query<{ n: number }>(config,
-    'SELECT count(*)::int AS n FROM (SELECT user_id FROM purchases GROUP BY user_id HAVING count(*) > $1) o', [LIMIT])
-  assert.equal(overLimit?.n, 0, 'no user over the limit')
+  await assertSoldOutExactly(config, ITEMS)
+  await assertNoUserOverLimit(config, LIMIT)
 
   // The surviving instances, asked directly, describe the same sale, sold out.
   const views = await Promise.all(survivors.map(async (s) => (await (await fetch(s.url)).json() as { sale: unknown }).sale))

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  assertAcknowledgedAreCommitted, freePort, kill, newAcks, pingRedis, query, startRedis, startService,
+  assertAcknowledgedAreCommitted, assertNoUserOverLimit, freePort, kill, newAcks, pingRedis, query, startRedis, startService,
   terminatePostgresSessionsOf, waitFor, type Service
 } from './fault-kit.js'
 import { isolatedConfig } from './helpers.js'
@@ -204,8 +204,7 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
   assert.deepEqual(tally.doubleBuys, [], 'no code acknowledged as bought twice')
   assert.equal(new Set(acks.purchases.values()).size, acks.purchases.size, 'purchase ids are distinct')
   await assertAcknowledgedAreCommitted(config, acks)
-  const overLimit = await query(config, 'SELECT user_id, count(*)::int AS n FROM purchases GROUP BY user_id HAVING count(*) > $1', [LIMIT])
-  assert.deepEqual(overLimit, [], 'no user over the limit')
+  await assertNoUserOverLimit(config, LIMIT)
   const [codes] = await query<{ n: number }>(config, 'SELECT count(*)::int - count(DISTINCT code)::int AS n FROM purchases')
   assert.equal(codes?.n, 0, 'no code purchased twice')
   const [stray] = await query<{ n: number }>(config,

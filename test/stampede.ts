@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import type { TestContext } from 'node:test'
 import type { Config } from '../src/config.js'
+import { assertNoUserOverLimit, assertSoldOutExactly } from './fault-kit.js'
 import { buildTestApp, isolatedConfig, sql, TestClock } from './helpers.js'
 
 export const USERS = 500
@@ -62,13 +63,8 @@ export async function stampede (t: TestContext, config: Config): Promise<void> {
   }))
   t.diagnostic(JSON.stringify(Object.fromEntries([...statuses].sort())))
 
-  const [sold] = await sql<{ purchases: number, items: number }>(app,
-    'SELECT count(*)::int AS purchases, count(DISTINCT item_id)::int AS items FROM purchases')
-  assert.deepEqual(sold, { purchases: ITEMS, items: ITEMS }, 'sold out exactly, each item once')
-
-  const [overLimit] = await sql<{ n: number }>(app,
-    'SELECT count(*)::int AS n FROM (SELECT user_id FROM purchases GROUP BY user_id HAVING count(*) > $1) o', [LIMIT])
-  assert.equal(overLimit?.n, 0, 'no user over the limit')
+  await assertSoldOutExactly(config, ITEMS)
+  await assertNoUserOverLimit(config, LIMIT)
 
   const [attempts] = await sql<{ n: number }>(app, 'SELECT count(*)::int AS n FROM checkout_attempts')
   assert.equal(attempts?.n, checkoutRequests, 'one attempt row per checkout request')

@@ -46,6 +46,14 @@ export async function buildTestApp (t: TestContext, config: Config, clock: TestC
   return app
 }
 
+/** A connection of its own on the test's schema (not the service's pool), ended when the test ends. */
+export async function schemaClient (t: TestContext, config: Config, options: pg.ClientConfig = {}): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}`, ...options })
+  await client.connect()
+  t.after(() => client.end())
+  return client
+}
+
 /** Plain SQL against the test's schema, for assertions on what was committed. */
 export async function sql<T extends pg.QueryResultRow> (app: FastifyInstance, text: string, values: unknown[] = []): Promise<T[]> {
   const { rows } = await app.pg.query<T>(text, values)

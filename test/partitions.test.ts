@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict'
 import { readdirSync } from 'node:fs'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { runner } from 'node-pg-migrate'
 import pg from 'pg'
 import { prefillHistory } from '../bench/history.js'
 import { newAttemptId } from '../src/attempt-id.js'
-import type { Config } from '../src/config.js'
 import { migrate, migrationsDir } from '../src/migrate.js'
 import { isExpired } from '../src/partitions.js'
 import { checkoutAttemptWriter, purchaseWriter } from '../src/records.js'
 import { reportCountsSql, reportOutcomesSql, SaleRepository } from '../src/sale-repository.js'
 import { waitFor } from './fault-kit.js'
-import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, schemaClient, sql, TestClock } from './helpers.js'
 
 const DAY_MS = 86_400_000
 const T0 = '2031-03-04T13:10:00.000Z'
@@ -24,18 +23,6 @@ async function attachedDays (app: Awaited<ReturnType<typeof buildTestApp>>): Pro
   return (await app.partitions.partitions()).filter((p) => p.state === 'attached').map((p) => `${p.parent} ${p.day}`).sort()
 }
 const bothTables = (days: string[]) => days.flatMap((d) => [`checkout_attempts ${d}`, `purchases ${d}`]).sort()
-
-/**
- * A connection of its own on the test's schema. The history prefill uses one rather than a
- * connection of the service's pool, whose client-side query timeout (PG_QUERY_TIMEOUT_MS + 1 s)
- * cut a day's INSERT short once on a busy CI host.
- */
-async function schemaClient (t: TestContext, config: Config, options: pg.ClientConfig = {}): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}`, ...options })
-  await client.connect()
-  t.after(() => client.end())
-  return client
-}
 
 test('partitions exist ahead of the next sales, and the maintenance timer adds the days that come into range', async (t) => {
   const clock = new TestClock(Date.parse(T0))
@@ -118,6 +105,8 @@ test('retention drops exactly the expired days while a stampede runs: no error, 
   const clock = new TestClock(Date.parse(T0))
   const config = isolatedConfig(t, { SALE_ITEMS: 3000, USER_LIMIT: 10, ATTEMPTS_RETENTION_DAYS: 30, PARTITIONS_AHEAD_DAYS: 2 })
   const app = await buildTestApp(t, config, clock)
+  // On a connection of its own: the pool's client-side query timeout (PG_QUERY_TIMEOUT_MS + 1 s)
+  // cut a day's INSERT short once on a busy CI host.
   await prefillHistory(await schemaClient(t, config), { days: 40, attempts: 40 * 24 * 20, purchasesPerSale: 3, now: clock.ms })
   const kept = async () => (await sql<{ n: number }>(app,
     "SELECT count(*)::int AS n FROM checkout_attempts WHERE sale_starts_at >= '2031-02-02' AND sale_starts_at < '2031-03-04 13:00Z'"))[0]?.n

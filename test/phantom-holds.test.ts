@@ -5,9 +5,8 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import pg from 'pg'
 import { canSwitchUser, dedicatedPostgres, freePort, kill, pingRedis, startRedis, waitFor } from './fault-kit.js'
-import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, schemaClient, sql, TestClock } from './helpers.js'
 
 const ITEMS = 300
 
@@ -109,9 +108,7 @@ test('a checkout whose row commits after a rebuild of Redis read Postgres is not
   const metaKeys = async () => redis.keys(`${config.REDIS_KEY_PREFIX}{sale:*}:meta`)
 
   // Inserts into checkout_attempts wait on this lock (reads do not): alice's row is in flight.
-  const locker = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}` })
-  await locker.connect()
-  t.after(() => locker.end())
+  const locker = await schemaClient(t, config)
   await locker.query('BEGIN')
   await locker.query('LOCK TABLE checkout_attempts IN EXCLUSIVE MODE')
   const alice = checkout(app, 'user_id=alice&id=1')

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Config } from '../src/config.js'
 import { waitFor } from './fault-kit.js'
-import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, schemaClient, sql, TestClock } from './helpers.js'
 
 /**
  * Two instances of one sale: A redeems a code and its purchase commit is held up inside Postgres
@@ -18,10 +18,7 @@ async function twoInstances (t: TestContext) {
   const clock = new TestClock(Date.parse('2031-03-04T13:10:00.000Z'))
   const a = await buildTestApp(t, config, clock)
   const b = await buildTestApp(t, config, clock)
-  const blocker = new pg.Client({ connectionString: config.DATABASE_URL, options: `-c search_path=${config.DATABASE_SCHEMA}` })
-  await blocker.connect()
-  t.after(() => blocker.end())
-  return { config, a, b, blocker }
+  return { config, a, b, blocker: await schemaClient(t, config) }
 }
 
 /** Waits until a statement starting with `prefix` waits on a lock (pg_stat_activity). */

@@ -15,15 +15,15 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import pg from 'pg'
 import { loadConfig } from '../src/config.js'
 import { ownCpuUs } from './cpu.js'
+import { npmStartFlags, rssMb, stop, untilHealthy } from './processes.js'
 
 const option = (name: string, fallback: string) => process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const flagList = (value: string) => value.split(',').filter(Boolean)
-const startFlags = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+const startFlags = npmStartFlags()
 const sides = (['a', 'b'] as const).map((side) => ({ side, dist: option(`${side}-dist`, 'dist'), flags: flagList(option(`${side}-flags`, '')) }))
 const rounds = Number(option('rounds', '6'))
 const connections = Number(option('connections', '200'))
@@ -40,21 +40,8 @@ async function start (side: Side, port: number, schema: string): Promise<Running
     stdio: ['ignore', 'inherit', 'inherit']
   })
   const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`side ${side.side} exited with ${child.exitCode}`)
-    if (await fetch(`${url}/health`).then((res) => res.ok, () => false)) return { side, child, url, schema }
-    await sleep(100)
-  }
-  throw new Error(`side ${side.side} did not start`)
-}
-
-const peakMb = (pid: number) => Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024)
-
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  await exited
+  await untilHealthy(child, url, `side ${side.side}`, 300)
+  return { side, child, url, schema }
 }
 
 /** Service CPU µs per request and peak RSS of one side under the stampede's load. */
@@ -70,7 +57,7 @@ async function drive ({ child, url }: Running): Promise<{ usPerRequest: number, 
     }]
   })
   const cpu = ownCpuUs(child.pid as number) - before
-  return { usPerRequest: Math.round(cpu / result.requests.total), reqPerSec: Math.round(result.requests.average), peakMb: peakMb(child.pid as number) }
+  return { usPerRequest: Math.round(cpu / result.requests.total), reqPerSec: Math.round(result.requests.average), peakMb: rssMb(child.pid as number) }
 }
 
 const admin = new pg.Client({ connectionString: loadConfig().DATABASE_URL })

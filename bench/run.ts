@@ -21,20 +21,20 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import pg from 'pg'
 import { loadConfig } from '../src/config.js'
 import { CpuMeter, postmasterPid, redisPid, type ProcessCpu } from './cpu.js'
 import { compareWithHistory, type HistoryComparison, type StampedeHooks } from './history.js'
 import { paced, type PacedResult } from './paced.js'
+import { npmStartFlags, rssMb, stop, untilHealthy } from './processes.js'
 
 const smoke = process.argv.includes('--smoke')
 const clusterMode = process.argv.includes('--cluster')
 const dist = process.argv.find((arg) => arg.startsWith('--dist='))?.slice('--dist='.length) ?? 'dist'
 const nodeFlags = process.argv.find((arg) => arg.startsWith('--node-flags='))?.slice('--node-flags='.length).split(',') ?? []
-/** The Node flags `npm start` gives the service (package.json), so the bench runs it as it runs for real; `--node-flags` come after them and win (V8 takes a flag's last value). */
-const startFlags = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+/** `npm start`'s Node flags: the bench runs the service as it runs for real; `--node-flags` come after them and win (V8 takes a flag's last value). */
+const startFlags = npmStartFlags()
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 type Scenario = 'bare' | 'stampede' | 'latency' | 'sellout'
 const historyRows = Number(process.argv.find((arg) => arg.startsWith('--history='))?.slice('--history='.length) ?? 0)
@@ -71,14 +71,8 @@ async function startProcess (args: string[], env: Record<string, string>): Promi
     stdio: ['ignore', 'inherit', 'inherit']
   })
   const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`)
-    try {
-      if ((await fetch(`${url}/health`)).ok) return { url, child }
-    } catch { /* not listening yet */ }
-    await sleep(100)
-  }
-  throw new Error(`${args.join(' ')} did not start`)
+  await untilHealthy(child, url, args.join(' '), 200)
+  return { url, child }
 }
 
 async function startService (name: string, items: number, env: Record<string, string> = {}): Promise<Service> {
@@ -94,23 +88,6 @@ async function startService (name: string, items: number, env: Record<string, st
 }
 
 const meterFor = (child: ChildProcess) => new CpuMeter({ service: child.pid as number, ...pids })
-
-/** Resident set of a process and its direct children (cluster workers), in MB: `VmHWM` peak or `VmRSS` now. */
-function rssMb (pid: number, field: 'VmHWM' | 'VmRSS' = 'VmHWM'): number {
-  const kb = (p: number) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0)
-  let children: number[] = []
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
-  } catch { /* no children file */ }
-  return Math.round([pid, ...children].reduce((sum, p) => sum + kb(p), 0) / 1024)
-}
-
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  await exited
-}
 
 interface Row {
   scenario: string

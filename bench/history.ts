@@ -3,12 +3,12 @@
  * checkout attempts over past days' sales (generate_series, in Postgres, no client round trips),
  * so the stampede can run against a full database right after one against an empty one; and
  * measures the CPU of the Postgres backends serving the service, to report it per committed row.
- * test/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
+ * test/api/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
  */
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import type pg from 'pg'
-import { migrate } from '../src/migrate.js'
+import { migrate } from '../src/db/migrate.js'
 import { localPortsTo } from './sockets.js'
 
 const DAY_MS = 86_400_000

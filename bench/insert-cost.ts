@@ -1,7 +1,7 @@
 /**
  * `npx tsx bench/insert-cost.ts`: what one checkout attempt row costs Postgres (CPU of the one
  * backend doing the inserts, from /proc) and the client, per way of writing a batch: `unnest` of
- * one array per column (what src/records.ts does), a multi-row VALUES list, and one INSERT per row
+ * one array per column (what src/sale/record-writers.ts does), a multi-row VALUES list, and one INSERT per row
  * in a transaction. Runs against the local Postgres in a scratch schema it drops afterwards.
  */
 import { randomBytes } from 'node:crypto'

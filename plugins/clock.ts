@@ -1,9 +1,9 @@
 import fp from 'fastify-plugin'
-import { RedisClock } from '../src/redis-clock.js'
+import { RedisClock } from '../src/redis/clock.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** The service's clock (ms since the epoch): Redis's, shared by every instance (src/redis-clock.ts). */
+    /** The service's clock (ms since the epoch): Redis's, shared by every instance (src/redis/clock.ts). */
     clock: { now: () => number }
   }
 }

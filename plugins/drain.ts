@@ -2,7 +2,7 @@ import { Server, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { ServiceUnavailable } from '../src/errors.js'
+import { ServiceUnavailable } from '../src/sale/errors.js'
 
 /** The most the drain waits for sockets to go quiet (within SHUTDOWN_GRACE_MS). */
 const DRAIN_MAX_MS = 1000

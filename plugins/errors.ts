@@ -3,8 +3,8 @@ import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { API_SECURITY_HEADERS } from './security.js'
-import { InvalidRequest, RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/errors.js'
-import { isoTime } from '../src/presenters.js'
+import { InvalidRequest, RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from '../src/sale/errors.js'
+import { isoTime } from '../src/http/presenters.js'
 
 /** HTTP status of each business refusal. */
 export const REFUSAL_STATUS: Record<RefusalCode, number> = {

@@ -1,10 +1,10 @@
 import fp from 'fastify-plugin'
 import pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { withDeadline } from '../src/deadline.js'
-import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/errors.js'
-import type { CheckoutAttempt } from '../src/records.js'
-import type { SaleSummary } from '../src/sale-service.js'
+import { withDeadline } from '../src/lib/deadline.js'
+import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/sale/errors.js'
+import type { CheckoutAttempt } from '../src/sale/record-writers.js'
+import type { SaleSummary } from '../src/sale/service.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
-import { connectDirect } from '../src/direct-client.js'
-import { PartitionMaintenance } from '../src/partitions.js'
+import { connectDirect } from '../src/db/direct-client.js'
+import { PartitionMaintenance } from '../src/db/partitions.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,7 +13,7 @@ declare module 'fastify' {
  * own (not the sale roll, not the request path): before the app is ready it creates today's and the
  * next PARTITIONS_AHEAD_DAYS days' partitions, then every PARTITION_MAINTENANCE_INTERVAL_MS it
  * creates the days that came into range and drops the days past ATTEMPTS_RETENTION_DAYS. Every
- * instance runs it; the work is idempotent (src/partitions.ts). Days follow the service's clock (`fastify.clock`).
+ * instance runs it; the work is idempotent (src/db/partitions.ts). Days follow the service's clock (`fastify.clock`).
  */
 export default fp(async (fastify) => {
   const { config, log, clock } = fastify

@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import type { Config } from '../src/config.js'
-import { connectDirect } from '../src/direct-client.js'
-import { migrate } from '../src/migrate.js'
+import { connectDirect } from '../src/db/direct-client.js'
+import { migrate } from '../src/db/migrate.js'
 
 /** How long the client waits for a query: the server's statement_timeout plus a margin. */
 export const clientQueryTimeoutMs = (config: Config): number => config.PG_QUERY_TIMEOUT_MS + 1000

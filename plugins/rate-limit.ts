@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyRequest } from 'fastify'
 import { perIpRateLimit } from '../src/config.js'
-import { RateLimited } from '../src/errors.js'
+import { RateLimited } from '../src/sale/errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,7 +16,7 @@ declare module 'fastify' {
  * shares it and the key prefix isolates tests) by @fastify/rate-limit's fixed-window script,
  * before the body is read and before any attempt row is written. Off by default (see
  * RATE_LIMIT_PER_IP): then no hook runs at all. The per-user limit is not here: the checkout
- * decision counts it in the same Redis call (src/lua/lib/rate-limit.lua).
+ * decision counts it in the same Redis call (src/sale/lua/lib/rate-limit.lua).
  * While Redis is known down (plugins/redis.ts's readiness gate) the limiter is not asked; if a
  * Redis call fails anyway, it lets the request through (`skipOnError`): the handler then answers
  * for the outage (503), never the limiter (500).

@@ -1,12 +1,12 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
-import { defineSaleScripts } from '../src/inventory.js'
-import { createRedisClient } from '../src/redis-client.js'
-import { RedisReadiness } from '../src/redis-readiness.js'
+import { defineSaleScripts } from '../src/sale/inventory.js'
+import { createRedisClient } from '../src/redis/client.js'
+import { RedisReadiness } from '../src/redis/readiness.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Whether Redis is known down right now (src/redis-readiness.ts): requests then answer 503 at once. */
+    /** Whether Redis is known down right now (src/redis/readiness.ts): requests then answer 503 at once. */
     redisReadiness: RedisReadiness
   }
 }
@@ -18,7 +18,7 @@ const MAX_RECONNECT_DELAY_MS = 500
 
 /**
  * The hot state: one ioredis client on `fastify.redis` (single server, Sentinel or Cluster, as
- * configured: src/redis-client.ts) with auto-pipelining (concurrent requests share round trips)
+ * configured: src/redis/client.ts) with auto-pipelining (concurrent requests share round trips)
  * and the sale's Lua scripts defined once.
  */
 export default fp(async (fastify) => {

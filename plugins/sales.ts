@@ -1,10 +1,10 @@
 import fp from 'fastify-plugin'
-import { BatchWriter } from '../src/batch-writer.js'
+import { BatchWriter } from '../src/db/batch-writer.js'
 import { clientQueryTimeoutMs } from './postgres.js'
-import { Inventory } from '../src/inventory.js'
-import { checkoutAttemptWriter, purchaseWriter, unavailableAttemptWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/records.js'
-import { SaleRepository } from '../src/sale-repository.js'
-import { SaleService } from '../src/sale-service.js'
+import { Inventory } from '../src/sale/inventory.js'
+import { checkoutAttemptWriter, purchaseWriter, unavailableAttemptWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/sale/record-writers.js'
+import { SaleRepository } from '../src/sale/repository.js'
+import { SaleService } from '../src/sale/service.js'
 import type { FlushInfo, WriterName } from './metrics.js'
 
 declare module 'fastify' {

@@ -1,8 +1,8 @@
 import { join } from 'node:path'
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { AttemptSpool, type SpoolEvent } from '../src/attempt-spool.js'
-import type { CheckoutAttempt } from '../src/records.js'
+import { AttemptSpool, type SpoolEvent } from '../src/db/attempt-spool.js'
+import type { CheckoutAttempt } from '../src/sale/record-writers.js'
 import { METRICS_PREFIX } from './metrics.js'
 
 const SPOOL_EVENTS: SpoolEvent[] = ['spooled', 'replayed', 'dropped']

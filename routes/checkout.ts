@@ -3,8 +3,8 @@ import type { FastifyError, FastifyRequest } from 'fastify'
 import { sendError } from '../plugins/errors.js'
 import { checkoutSchema } from '../schemas/checkout.js'
 import { ID_PATTERN } from '../schemas/common.js'
-import { InvalidRequest, RateLimited, ServiceUnavailable } from '../src/errors.js'
-import { isoTime, presentItem } from '../src/presenters.js'
+import { InvalidRequest, RateLimited, ServiceUnavailable } from '../src/sale/errors.js'
+import { isoTime, presentItem } from '../src/http/presenters.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   /** Requests whose attempt row is taken care of: by the handler (whatever happens next) or below. */

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { healthSchema, rootSchema } from '../schemas/ops.js'
-import { withDeadline } from '../src/deadline.js'
-import { RedisUnavailableError } from '../src/redis-readiness.js'
+import { withDeadline } from '../src/lib/deadline.js'
+import { RedisUnavailableError } from '../src/redis/readiness.js'
 import { packageInfo } from '../src/package-info.js'
-import { isoTime, presentSaleCounts } from '../src/presenters.js'
-import { saleWindow } from '../src/sale.js'
+import { isoTime, presentSaleCounts } from '../src/http/presenters.js'
+import { saleWindow } from '../src/sale/sale.js'
 
 const PROBE_TIMEOUT_MS = 1000
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { purchaseSchema, type PurchaseBodyT } from '../schemas/purchase.js'
-import { InvalidRequest } from '../src/errors.js'
-import { isoTime, presentItem, toPrice } from '../src/presenters.js'
+import { InvalidRequest } from '../src/sale/errors.js'
+import { isoTime, presentItem, toPrice } from '../src/http/presenters.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/purchase', { schema: purchaseSchema }, async (request) => {

@@ -5,10 +5,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Gauge } from 'prom-client'
 import { METRICS_PREFIX } from '../plugins/metrics.js'
 import { saleAssetSchema, saleEventsSchema, salePageSchema, type SaleSnapshotT } from '../schemas/sale-page.js'
-import { withDeadline } from '../src/deadline.js'
-import { ServiceUnavailable } from '../src/errors.js'
-import { isoTime, presentSaleCounts } from '../src/presenters.js'
-import { saleWindow } from '../src/sale.js'
+import { withDeadline } from '../src/lib/deadline.js'
+import { ServiceUnavailable } from '../src/sale/errors.js'
+import { isoTime, presentSaleCounts } from '../src/http/presenters.js'
+import { saleWindow } from '../src/sale/sale.js'
 
 /**
  * The page's files, read once at start-up from public/ (next to routes/ in the source tree and

@@ -1,5 +1,5 @@
 import { Type, type Static, type TProperties, type TSchema } from '@sinclair/typebox'
-import { REFUSALS } from '../src/errors.js'
+import { REFUSALS } from '../src/sale/errors.js'
 
 /**
  * The shape of every 4xx/5xx body: `error` is the stable machine-readable code, `message` is for humans.
@@ -22,7 +22,7 @@ export type ItemT = Static<typeof Item>
 /** ISO-8601 UTC timestamp. */
 export const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-25T14:59:59.000Z'] })
 
-/** A sale's window and live counts (src/presenters.ts `presentSaleCounts`). */
+/** A sale's window and live counts (src/http/presenters.ts `presentSaleCounts`). */
 export const SaleCounts = Type.Object({
   id: Type.Integer(),
   opens_at: Timestamp,
@@ -37,14 +37,14 @@ export const SaleCounts = Type.Object({
  * Canonical decimal integers from 1 to 2147483647 (a Postgres int4): `^[1-9][0-9]{0,9}$` cut at the
  * int4 maximum, digit by digit. No sign, leading zero, exponent, radix prefix, fraction or
  * whitespace, so `0x10`, `1e3`, `+7`, `01` or `%098` are refused rather than read as another number.
- * test/id-grammar.test.ts checks it against arithmetic.
+ * test/api/request-grammar.test.ts checks it against arithmetic.
  */
 export const ID_PATTERN = '^(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|' +
   '21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7])$'
 
 /**
  * An item id as it arrives in a query string: a string of the id grammar (the route reads it as a
- * number). `x-error-message` is what a failing value is told (src/validation.ts).
+ * number). `x-error-message` is what a failing value is told (src/http/validation.ts).
  */
 export const ItemId = Type.String({
   pattern: ID_PATTERN,
@@ -76,7 +76,7 @@ export type ErrorCode = keyof typeof ERROR_EXAMPLES
 /**
  * The error body of one status of one route: `error` is the enum of the codes it can carry (so
  * SDKs get a union type), with one named example per code. The enum must list every code sent
- * with that status: test/openapi.test.ts checks them against plugins/errors.ts.
+ * with that status: test/api/openapi.test.ts checks them against plugins/errors.ts.
  */
 export function errorResponse<const C extends ErrorCode, F extends TProperties = Record<never, TSchema>> (
   description: string,

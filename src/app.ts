@@ -2,7 +2,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { loggerOptions } from './logger.js'
-import { ajvOptions, formatValidationErrors } from './validation.js'
+import { ajvOptions, formatValidationErrors } from './http/validation.js'
 import configPlugin from '../plugins/config.js'
 import drainPlugin from '../plugins/drain.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
@@ -49,7 +49,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestTimeout: 30_000,
     // Requests that arrive while closing get our own 503 (plugins/drain.ts), not Fastify's differently shaped one.
     return503OnClosing: false,
-    // Strict grammars, no coercion, messages naming the parameter (src/validation.ts).
+    // Strict grammars, no coercion, messages naming the parameter (src/http/validation.ts).
     ajv: ajvOptions,
     schemaErrorFormatter: formatValidationErrors,
     // What the router refuses before any hook runs (a path like `/%zz`): same shape and headers.

@@ -28,7 +28,7 @@ export const ConfigSchema = Type.Object({
   PG_QUERY_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
 
   /**
-   * Partitions and pooling (src/partitions.ts, plugins/partitions.ts). DATABASE_DIRECT_URL reaches
+   * Partitions and pooling (src/db/partitions.ts, plugins/partitions.ts). DATABASE_DIRECT_URL reaches
    * Postgres itself for what a transaction-mode pooler such as PgBouncer cannot carry: migrations
    * (a session advisory lock) and partition maintenance (DETACH ... CONCURRENTLY, lock_timeout);
    * unset, DATABASE_URL is used for both.
@@ -52,7 +52,7 @@ export const ConfigSchema = Type.Object({
    */
   REDIS_KEY_PREFIX: Type.String({ pattern: '^[A-Za-z0-9:_-]{0,64}$', default: 'flash:' }),
   /**
-   * Redis topology (src/redis-client.ts): empty = the single server at REDIS_URL. Sentinel:
+   * Redis topology (src/redis/client.ts): empty = the single server at REDIS_URL. Sentinel:
    * `host:port,...` of the sentinels and the monitored master's name. Cluster: `host:port,...`
    * of some cluster nodes (the rest are discovered). REDIS_URL's user, password and TLS still
    * apply to the data nodes. At most one of the two lists may be set.
@@ -112,7 +112,7 @@ export const ConfigSchema = Type.Object({
   LISTEN_BACKLOG: Type.Integer({ minimum: 1, maximum: 65_535, default: 4096 }),
 
   /**
-   * The attempt spool (src/attempt-spool.ts): checkout attempts Postgres cannot take now wait here,
+   * The attempt spool (src/db/attempt-spool.ts): checkout attempts Postgres cannot take now wait here,
    * fsynced, until it can. One directory per instance (a subdirectory per DATABASE_SCHEMA is made
    * inside); point it at storage that outlives the process. Bounded by SPOOL_MAX_BYTES.
    */

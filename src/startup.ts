@@ -2,7 +2,7 @@ import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { Config } from './config.js'
-import { createRedisClient, redisTopology } from './redis-client.js'
+import { createRedisClient, redisTopology } from './redis/client.js'
 
 /**
  * Start-up checks of the server entry (src/server.ts), each failure one line that names the

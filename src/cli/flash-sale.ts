@@ -9,7 +9,7 @@
  * stderr with exit code 1 (2 for a bad command line).
  */
 import { parseArgs } from 'node:util'
-import { SaleRepository } from '../sale-repository.js'
+import { SaleRepository } from '../sale/repository.js'
 import { withDatabase } from './database.js'
 import { statusDocument, statusText } from './status.js'
 

@@ -1,5 +1,5 @@
 /** `npm run migrate`: applies pending migrations (the service also does this at start-up). */
-import { migrate } from '../migrate.js'
+import { migrate } from '../db/migrate.js'
 import { withDatabase } from './database.js'
 
 await withDatabase(async (pool, schema) => {

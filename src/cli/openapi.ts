@@ -3,7 +3,7 @@
  * serves at /docs/json. It builds the real app (so the file is exactly what the routes declare),
  * which needs the configured Postgres and Redis (the local ones by default), but works in a
  * throwaway Postgres schema and Redis key prefix that it removes afterwards. Re-run it after
- * changing a route or a schema; test/openapi.test.ts fails while the file is stale.
+ * changing a route or a schema; test/api/openapi.test.ts fails while the file is stale.
  */
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'

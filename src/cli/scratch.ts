@@ -1,6 +1,6 @@
 import pg from 'pg'
 import type { Config } from '../config.js'
-import { createRedisClient, primaries } from '../redis-client.js'
+import { createRedisClient, primaries } from '../redis/client.js'
 
 /**
  * Removes what a scratch configuration (its own DATABASE_SCHEMA and REDIS_KEY_PREFIX) left behind:

@@ -4,8 +4,8 @@
  * `--json` prints one JSON document and nothing else on stdout, in the API's conventions
  * (snake_case, ISO-8601 UTC times, prices in currency units).
  */
-import type { SaleReport } from '../sale-repository.js'
-import { isoTime, toPrice } from '../presenters.js'
+import type { SaleReport } from '../sale/repository.js'
+import { isoTime, toPrice } from '../http/presenters.js'
 
 /** Where a sale stands at `now`: prepared ahead and not open yet, selling, or over. */
 const stateOf = (sale: SaleReport, now: number): 'upcoming' | 'open' | 'closed' =>

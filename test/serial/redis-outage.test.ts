@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
-import { kill, pingRedis, startRedis, waitFor } from '../fault-kit.js'
-import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from '../helpers.js'
+import { kill, pingRedis, startRedis, waitFor } from '../support/fault-kit.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, TestClock } from '../support/helpers.js'
 
 interface Answer { path: string, started: number, ms: number, status: number, retryAfter: string | undefined, error: string | undefined }
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { query, startService } from '../fault-kit.js'
-import { isolatedConfig } from '../helpers.js'
+import { query, startService } from '../support/fault-kit.js'
+import { isolatedConfig } from '../support/helpers.js'
 
 // The drain waits at most 1 s for busy keep-alive sockets to get their `Connection: close`
 // answer: a promise about time, so it runs with the serial tests, not beside four other files on

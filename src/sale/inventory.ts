@@ -1,0 +1,189 @@
+import { readFileSync } from 'node:fs'
+import type { RedisClient } from '../redis/client.js'
+import type { Sale } from './sale.js'
+
+/**
+ * The hot, atomic state of the current sale, in Redis. Every decision is one Lua
+ * script (src/sale/lua/*.lua) registered once with `defineCommand`: ioredis sends EVALSHA
+ * and, with auto-pipelining, concurrent requests share round trips.
+ */
+
+/** Keep Redis keys of a sale a while after it ends so late redemptions get a precise answer. */
+const KEY_RETENTION_MS = 3_600_000
+/** Expired holds swept by a checkout before it decides: bounded so one call stays O(1)-ish. */
+const SWEEP_ON_CHECKOUT = 20
+/** Expired holds released per periodic sweep call. */
+const SWEEP_BATCH = 1000
+
+export type ReserveStatus =
+  | 'ok' | 'no_sale' | 'not_open' | 'no_active_sale' | 'unknown_item' | 'sold_out'
+  | 'item_sold' | 'item_reserved' | 'user_limit_reached' | 'rate_limited'
+
+/** A checkout of an item the same user holds already: that hold's code and expiry (ms). */
+export type OwnHold = readonly ['already_reserved_by_you', string, string]
+
+/** The per-user abuse limit, counted by the checkout decision itself (no round trip of its own). */
+export interface CheckoutRateLimit {
+  /** Checkouts a user may try per window; 0 = no limit. */
+  max: number
+  windowMs: number
+}
+
+/** No per-user abuse limit: nothing is counted. */
+export const NO_RATE_LIMIT: CheckoutRateLimit = { max: 0, windowMs: 1000 }
+
+export type RedeemResult =
+  | { status: 'ok', itemId: number, userId: string, bought: number }
+  | { status: 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
+
+/** How long one instance may hold a sale's rebuild lock (a rebuild takes well under a second). */
+const REBUILD_LOCK_MS = 30_000
+/** Accepted checkouts replayed per restoreCodes call. */
+const RESTORE_CHUNK = 500
+
+export interface SaleCounts { items: number, sold: number, held: number }
+
+/** One accepted checkout as Postgres recorded it, for rebuilding a sale's Redis state. */
+export interface AcceptedCheckout { code: string, purchased: boolean, itemId: number, expiresAt: number, userId: string }
+
+type Arg = string | number
+interface SaleScripts {
+  initSale (...args: Arg[]): Promise<number>
+  restoreCodes (...args: Arg[]): Promise<number>
+  reserveItem (...args: Arg[]): Promise<ReserveStatus | OwnHold>
+  redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?]>
+  undoRedeem (...args: Arg[]): Promise<number>
+  voidPurchase (...args: Arg[]): Promise<number>
+  cancelReservation (...args: Arg[]): Promise<number>
+  releaseExpired (...args: Arg[]): Promise<number>
+  saleStats (...args: Arg[]): Promise<[number, number, number]>
+}
+
+/** Each script's file, the helper files (src/sale/lua/lib/) prepended to it, and its key count. */
+const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
+  initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 6 },
+  restoreCodes: { file: 'restore-codes.lua', libs: [], keys: 6 },
+  reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua'], keys: 7 },
+  redeemCode: { file: 'redeem-code.lua', libs: ['release.lua'], keys: 6 },
+  undoRedeem: { file: 'undo-redeem.lua', libs: ['release.lua'], keys: 6 },
+  voidPurchase: { file: 'void-purchase.lua', libs: ['release.lua'], keys: 6 },
+  cancelReservation: { file: 'cancel-reservation.lua', libs: ['release.lua'], keys: 6 },
+  releaseExpired: { file: 'release-expired.lua', libs: ['release.lua'], keys: 6 },
+  saleStats: { file: 'sale-stats.lua', libs: ['release.lua'], keys: 6 }
+}
+
+const luaDir = new URL('./lua/', import.meta.url)
+const readLua = (file: string): string => readFileSync(new URL(file, luaDir), 'utf8')
+
+/** Registers the sale scripts on a client; call once per client. */
+export function defineSaleScripts (redis: RedisClient): void {
+  for (const [name, { file, libs, keys }] of Object.entries(SCRIPTS)) {
+    const lua = [...libs.map((lib) => readLua(`lib/${lib}`)), readLua(file)].join('\n')
+    redis.defineCommand(name, { numberOfKeys: keys, lua })
+  }
+}
+
+export class Inventory {
+  readonly #redis: RedisClient
+  readonly #scripts: SaleScripts
+
+  constructor (redis: RedisClient) {
+    this.#redis = redis
+    this.#scripts = redis as unknown as SaleScripts
+  }
+
+  /**
+   * True when this Redis holds the sale's hot state and can be trusted with it: its meta exists
+   * and was built in the server's current replication history (see sale_lost in lib/release.lua).
+   */
+  async isLive (sale: Sale): Promise<boolean> {
+    const [items] = await this.#scripts.saleStats(...sale.keys)
+    return items > 0
+  }
+
+  /** Takes the sale's rebuild lock (SET NX PX); returns false when another instance holds it. */
+  async lockRebuild (sale: Sale): Promise<boolean> {
+    return await this.#redis.set(`${sale.tag}:rebuild`, String(process.pid), 'PX', REBUILD_LOCK_MS, 'NX') === 'OK'
+  }
+
+  async unlockRebuild (sale: Sale): Promise<void> {
+    await this.#redis.del(`${sale.tag}:rebuild`)
+  }
+
+  /**
+   * Replaces the sale's hot state with Postgres's records (caller holds the rebuild lock and
+   * the sale is not live, so no decision script runs meanwhile), then publishes the meta. All six
+   * keys go: a promoted replica's copy of the meta is stale, not missing.
+   */
+  async rebuild (sale: Sale, accepted: AcceptedCheckout[], now: number): Promise<void> {
+    await this.#redis.del(...sale.keys)
+    const keyExpiry = sale.endsAt + KEY_RETENTION_MS
+    for (let i = 0; i < accepted.length; i += RESTORE_CHUNK) {
+      const args: Arg[] = []
+      for (const c of accepted.slice(i, i + RESTORE_CHUNK)) args.push(c.code, c.purchased ? '1' : '0', c.itemId, c.expiresAt, c.userId)
+      await this.#scripts.restoreCodes(...sale.keys, now, keyExpiry, ...args)
+    }
+    const sold = accepted.reduce((n, c) => c.purchased ? n + 1 : n, 0)
+    await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.startsAt, sale.endsAt, keyExpiry, sold)
+  }
+
+  /**
+   * The checkout decision, which first counts the try against the user's abuse limit: fixed
+   * windows aligned on multiples of `windowMs`, one hash per window in the sale's slot.
+   */
+  reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus | OwnHold> {
+    const windowEnds = now - (now % limit.windowMs) + limit.windowMs
+    return this.#scripts.reserveItem(
+      ...sale.keys, `${sale.tag}:rate:${windowEnds}`,
+      userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds)
+  }
+
+  async redeemCode (sale: Sale, code: string, now: number): Promise<RedeemResult> {
+    const [status, itemId, userId, bought] = await this.#scripts.redeemCode(
+      ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS)
+    if (status === 'ok') return { status, itemId: Number(itemId), userId: String(userId), bought: Number(bought) }
+    return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
+  }
+
+  /** True when Redis holds `code` as a live reservation (state R). */
+  async holdsCode (sale: Sale, code: string): Promise<boolean> {
+    return (await this.#redis.hget(sale.keys[2] as string, code))?.startsWith('R|') === true
+  }
+
+  /** Those of `codes` that Redis holds as redeemed (state P). */
+  async redeemedCodes (sale: Sale, codes: string[]): Promise<string[]> {
+    if (codes.length === 0) return []
+    const records = await this.#redis.hmget(sale.keys[2] as string, ...codes)
+    return codes.filter((_code, i) => records[i]?.startsWith('P|'))
+  }
+
+  /** Items Redis counts as sold in this sale (one HGETALL of at most `itemCount` fields). */
+  async soldItems (sale: Sale): Promise<number[]> {
+    const items = await this.#redis.hgetall(sale.keys[1] as string)
+    const sold: number[] = []
+    for (const [item, holder] of Object.entries(items)) if (holder === 'sold') sold.push(Number(item))
+    return sold
+  }
+
+  async undoRedeem (sale: Sale, code: string): Promise<boolean> {
+    return await this.#scripts.undoRedeem(...sale.keys, code) === 1
+  }
+
+  /** Gives back the item of a redeemed code whose purchase Postgres voided. */
+  async voidPurchase (sale: Sale, code: string): Promise<boolean> {
+    return await this.#scripts.voidPurchase(...sale.keys, code) === 1
+  }
+
+  async cancelReservation (sale: Sale, code: string): Promise<boolean> {
+    return await this.#scripts.cancelReservation(...sale.keys, code) === 1
+  }
+
+  releaseExpired (sale: Sale, now: number): Promise<number> {
+    return this.#scripts.releaseExpired(...sale.keys, now, SWEEP_BATCH)
+  }
+
+  async counts (sale: Sale): Promise<SaleCounts> {
+    const [items, sold, taken] = await this.#scripts.saleStats(...sale.keys)
+    return { items, sold, held: taken - sold }
+  }
+}

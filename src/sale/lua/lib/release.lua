@@ -1,0 +1,66 @@
+-- Shared helpers, prepended by the loader (src/sale/inventory.ts) to the sale scripts that
+-- return reservations to stock. Every sale script is called with the same six keys:
+--   KEYS[1] meta    hash   items, limit, ends (ms), sold
+--   KEYS[2] items   hash   item id -> holding code, or 'sold'; absent = available
+--   KEYS[3] codes   hash   code -> 'STATE|item|expiresAtMs|user', STATE R(eserved), P(urchased), X(expired)
+--   KEYS[4] users   hash   user -> reservations held + items bought (the per-user limit counts both)
+--   KEYS[5] bought  hash   user -> items bought
+--   KEYS[6] expiry  zset   reserved code -> expiresAtMs
+-- All six share the hash tag {sale:<id>:<token>} so a Redis Cluster keeps one sale on one slot.
+-- meta also holds `epoch`: the replication history (master_replid) the state was built in.
+
+-- The replication history of this server's dataset. Redis gives a server a new one when it is
+-- promoted from replica to primary (Sentinel or Cluster failover) and when it restarts: exactly
+-- the two ways a Redis comes back without some writes it had acknowledged (replication and
+-- persistence are asynchronous). A plain reconnect to the same primary keeps it.
+local function replication_epoch()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+end
+
+-- True while this server cannot be trusted with the sale: its meta is missing (flush, restart,
+-- a rebuild from Postgres under way) or was written in another replication history (a promoted
+-- replica may lack the old primary's last writes). Mutating scripts then do nothing, the
+-- service rebuilds the sale from Postgres (the system of record), and the rebuild sees no writer.
+local function sale_lost()
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  return not epoch or epoch ~= replication_epoch()
+end
+
+local function parse_code(record)
+  return string.match(record, '^(%u)|(%d+)|(%d+)|(.*)$')
+end
+
+-- The item, expiry and user of `code` when its record is in state `wanted`; nil when the code is
+-- unknown, in another state, or the sale is lost (compensations must not write into a rebuild).
+local function code_in_state(code, wanted)
+  if sale_lost() then
+    return nil
+  end
+  local record = redis.call('HGET', KEYS[3], code)
+  if not record then
+    return nil
+  end
+  local state, item, expires, user = parse_code(record)
+  if state ~= wanted then
+    return nil
+  end
+  return item, expires, user
+end
+
+-- Gives a reservation's item back to the sale and its slot back to the user.
+local function release_code(code, item, expires, user)
+  redis.call('HDEL', KEYS[2], item)
+  redis.call('HINCRBY', KEYS[4], user, -1)
+  redis.call('HSET', KEYS[3], code, 'X|' .. item .. '|' .. expires .. '|' .. user)
+  redis.call('ZREM', KEYS[6], code)
+end
+
+-- Releases up to `max` reservations whose expiry is at or before `now`; returns how many.
+local function release_expired(now, max)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, max)
+  for _, code in ipairs(expired) do
+    local _, item, expires, user = parse_code(redis.call('HGET', KEYS[3], code))
+    release_code(code, item, expires, user)
+  end
+  return #expired
+end

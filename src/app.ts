@@ -5,6 +5,7 @@ import { loggerOptions } from './logger.js'
 import { ajvOptions, formatValidationErrors } from './http/validation.js'
 import configPlugin from '../plugins/config.js'
 import drainPlugin from '../plugins/drain.js'
+import emptyBodyPlugin from '../plugins/empty-body.js'
 import errorsPlugin, { clientErrorHandler, sendError } from '../plugins/errors.js'
 import postgresPlugin from '../plugins/postgres.js'
 import redisPlugin from '../plugins/redis.js'
@@ -14,6 +15,7 @@ import clockPlugin from '../plugins/clock.js'
 import salesPlugin from '../plugins/sales.js'
 import spoolPlugin from '../plugins/spool.js'
 import saleRollPlugin from '../plugins/sale-roll.js'
+import saleFeedPlugin from '../plugins/sale-feed.js'
 import partitionsPlugin from '../plugins/partitions.js'
 import metricsPlugin from '../plugins/metrics.js'
 import openapiPlugin from '../plugins/openapi.js'
@@ -34,8 +36,8 @@ export interface BuildOptions {
 
 /**
  * Builds the application: plugins (one concern each) then routes (thin; rules live in src/).
- * Plugins are registered explicitly rather than autoloaded because their order is the
- * dependency order: config -> Postgres (+ migrations) -> Redis (+ scripts) -> clock -> metrics -> rate limits -> attempt spool -> sales -> partitions -> roll.
+ * Plugins are registered explicitly rather than autoloaded because the order below is their
+ * dependency order (each plugin also names its dependencies, so a wrong order fails at start-up).
  */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -62,20 +64,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...options.fastify
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  // JSON is the only body the API takes; anything else is a 415, not a string to guess at.
-  app.removeContentTypeParser('text/plain')
-  // An empty body is no body, whatever its Content-Type says: Swagger UI sends
-  // `Content-Type: application/json` with a cleared body, which is `?code=` alone, not bad JSON.
-  app.addHook('onRequest', (request, _reply, done) => {
-    const { headers } = request
-    // (HTTP/1.1: without Transfer-Encoding, a missing Content-Length also means no body.)
-    const length = headers['content-length']
-    if ((length === '0' || length === undefined) && headers['transfer-encoding'] === undefined) delete headers['content-type']
-    done()
-  })
-
   await app.register(configPlugin, { config })
   await app.register(errorsPlugin)
+  await app.register(emptyBodyPlugin)
   await app.register(securityPlugin)
   // After the security headers (a drain's 503 carries them too).
   await app.register(drainPlugin)
@@ -88,6 +79,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(salesPlugin)
   await app.register(partitionsPlugin)
   await app.register(saleRollPlugin)
+  await app.register(saleFeedPlugin)
   // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).
   await app.register(openapiPlugin)
 

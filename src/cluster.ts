@@ -1,5 +1,6 @@
 import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
+import { localDependenciesOrExit } from './local-dependencies.js'
 
 /**
  * Production start on every core: the primary forks one worker per core (WEB_CONCURRENCY
@@ -7,6 +8,9 @@ import { availableParallelism } from 'node:os'
  * is in Redis and Postgres, and the hourly roll is idempotent, so N workers behave as one.
  */
 if (cluster.isPrimary) {
+  // Once for all workers (they inherit the environment): Postgres and Redis that no variable names.
+  const local = await localDependenciesOrExit()
+  Object.assign(process.env, local.env)
   const workers = Number(process.env.WEB_CONCURRENCY ?? availableParallelism())
   let stopping = false
   for (let i = 0; i < workers; i++) cluster.fork()
@@ -21,6 +25,10 @@ if (cluster.isPrimary) {
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal)
     })
   }
+  // What the primary started stops after the last worker has drained and closed.
+  cluster.on('exit', () => {
+    if (stopping && Object.keys(cluster.workers ?? {}).length === 0) local.stop().finally(() => process.exit(0))
+  })
 } else {
   await import('./server.js')
 }

@@ -11,7 +11,14 @@ const HOST_PORT_LIST = '^$|^[A-Za-z0-9.-]+:[0-9]{1,5}(,[A-Za-z0-9.-]+:[0-9]{1,5}
 
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
-  HOST: Type.String({ default: '0.0.0.0' }),
+  /**
+   * Where `npm start` and `npm test` keep the data of the embedded Postgres they start when no
+   * DATABASE_URL is set and none answers on 127.0.0.1:5432 (src/local-dependencies.ts); relative
+   * to the project directory.
+   */
+  LOCAL_DATA_DIR: Type.String({ default: '.flash-sale' }),
+  /** Where to listen: loopback by default, so a laptop's `npm start` is not on every interface; the image sets 0.0.0.0. */
+  HOST: Type.String({ default: '127.0.0.1' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),

@@ -8,10 +8,10 @@ const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16)
 
 /**
  * The one human line the service prints once it listens: where to go (/docs, /sale, /metrics)
- * and the sale that is open with its counts. A wildcard address (all interfaces, the default
+ * the sale that is open with its counts, and which Postgres and Redis it uses. A wildcard address (all interfaces, the default
  * for containers) is shown as localhost, the address that works from this machine.
  */
-export async function startupLine (app: FastifyInstance): Promise<string> {
+export async function startupLine (app: FastifyInstance, dependencies: string): Promise<string> {
   const { address, port } = app.server.address() as AddressInfo
   const wildcard = address === '0.0.0.0' || address === '::'
   const host = wildcard ? 'localhost' : address.includes(':') ? `[${address}]` : address
@@ -20,5 +20,5 @@ export async function startupLine (app: FastifyInstance): Promise<string> {
     (s) => `sale ${s.sale.id} open until ${hhmm(s.sale.endsAt)} UTC: ${count(s.items)} items, ${count(s.sold)} sold, ${count(s.held)} held, ${count(s.left)} left`,
     (error: Error) => `no sale open yet (${error.message})`)
   return `${packageInfo.name} ${packageInfo.version} listening on ${wildcard ? `all interfaces, port ${port}` : base}: ` +
-    `API docs ${base}/docs, sale page ${base}/sale, metrics ${base}/metrics; ${sale}`
+    `API docs ${base}/docs, sale page ${base}/sale, metrics ${base}/metrics; ${sale}; using ${dependencies}`
 }

@@ -2,6 +2,7 @@ import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { Config } from './config.js'
+import { POSTGRES_HINT, REDIS_HINT } from './local-dependencies.js'
 import { createRedisClient, redisTopology } from './redis/client.js'
 
 /**
@@ -12,8 +13,8 @@ import { createRedisClient, redisTopology } from './redis/client.js'
  * up to STARTUP_WAIT_SECONDS, each wait logged, before giving up.
  */
 
-/** A dependency as the operator configured it: the variable, a target safe to print, a probe. */
-interface Dependency { variable: string, target: string, probe: () => Promise<void> }
+/** A dependency as the operator configured it: the variable, a target safe to print, a probe, how to get one. */
+interface Dependency { variable: string, target: string, probe: () => Promise<void>, hint: string }
 
 const FIRST_WAIT_MS = 250
 const LONGEST_WAIT_MS = 5000
@@ -66,6 +67,7 @@ function dependencies (config: Config): Dependency[] {
     {
       variable: 'DATABASE_URL',
       target: printableUrl(config.DATABASE_URL),
+      hint: POSTGRES_HINT,
       probe: async () => {
         const client = new pg.Client({ connectionString: config.DATABASE_URL, connectionTimeoutMillis: config.PG_CONNECT_TIMEOUT_MS })
         client.on('error', () => {}) // a late socket error after a failed connect is already reported
@@ -79,6 +81,7 @@ function dependencies (config: Config): Dependency[] {
     },
     {
       ...redisAddress(config),
+      hint: REDIS_HINT,
       probe: async () => {
         const client = createRedisClient(config, {
           lazyConnect: true,
@@ -105,26 +108,39 @@ function dependencies (config: Config): Dependency[] {
 
 /**
  * Waits until every dependency answers, retrying with backoff (250 ms doubling up to 5 s) until
- * `waitSeconds` passed; each failure is one line on `log`. Throws a StartupError naming the first
- * dependency still unreachable at the deadline.
+ * `waitSeconds` passed. Each round probes all of them, so one line on `log` names every one still
+ * unreachable. At the deadline, throws a StartupError naming each with how to get it.
  */
 export async function waitForDependencies (config: Config, waitSeconds: number, log: (line: string) => void): Promise<void> {
   const deadline = Date.now() + waitSeconds * 1000
-  for (const { variable, target, probe } of dependencies(config)) {
-    for (let wait = FIRST_WAIT_MS; ; wait = Math.min(wait * 2, LONGEST_WAIT_MS)) {
+  let pending = dependencies(config)
+  for (let wait = FIRST_WAIT_MS; ; wait = Math.min(wait * 2, LONGEST_WAIT_MS)) {
+    const failures = (await Promise.all(pending.map(async (dependency) => {
       try {
-        await probe()
-        break
+        await dependency.probe()
+        return null
       } catch (error) {
-        const line = `${variable} (${target}) is not usable: ${reason(error)}`
-        const left = deadline - Date.now()
-        if (left <= 0) throw new StartupError(`${line}; gave up after STARTUP_WAIT_SECONDS=${waitSeconds}`)
-        const pause = Math.min(wait, left)
-        log(`${line}; retrying in ${(pause / 1000).toFixed(2)} s (STARTUP_WAIT_SECONDS=${waitSeconds})`)
-        await sleep(pause)
+        return { dependency, line: `${dependency.variable} (${dependency.target}) is not usable: ${reason(error)}` }
       }
+    }))).filter((failure) => failure !== null)
+    if (failures.length === 0) return
+    pending = failures.map(({ dependency }) => dependency)
+    const lines = failures.map(({ line }) => line).join('; ')
+    const left = deadline - Date.now()
+    if (left <= 0) {
+      throw new StartupError(`${lines}; gave up after STARTUP_WAIT_SECONDS=${waitSeconds}. ` +
+        `A variable that is set is used as it is; to get ${failures.length === 1 ? 'it' : 'them'}: ` +
+        failures.map(({ dependency }) => dependency.hint).join('. '))
     }
+    const pause = Math.min(wait, left)
+    log(`${lines}; retrying in ${(pause / 1000).toFixed(2)} s (STARTUP_WAIT_SECONDS=${waitSeconds})`)
+    await sleep(pause)
   }
+}
+
+/** Which Postgres and Redis the service uses, for its start-up line: those started here, else the configured ones. */
+export function describeDependencies (config: Config, local: { postgres?: string, redis?: string } = {}): string {
+  return `${local.postgres ?? `Postgres ${printableUrl(config.DATABASE_URL)}`}, ${local.redis ?? `Redis ${redisAddress(config).target}`}`
 }
 
 /** A start-up failure whose message is the whole story for the operator: printed alone, no stack. */

@@ -3,7 +3,8 @@ import pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { withDeadline } from '../src/lib/deadline.js'
 import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/sale/errors.js'
-import type { CheckoutAttempt } from '../src/sale/record-writers.js'
+import type { CheckoutAttempt, PurchaseRecord } from '../src/sale/record-writers.js'
+import { saleWindow } from '../src/sale/sale.js'
 import type { SaleSummary } from '../src/sale/service.js'
 
 declare module 'fastify' {
@@ -30,6 +31,13 @@ const UNAVAILABLE_CAUSES = ['redis', 'postgres', ...Object.keys(UNAVAILABLE)] as
 
 /** Route label of requests no route matched: one value whatever the URL, so 404 floods cannot grow the series. */
 export const UNMATCHED_ROUTE = 'unmatched'
+
+/**
+ * prom-client's default gauges whose names end in `_total`, which the Prometheus conventions keep
+ * for counters (`promtool check metrics` warns on them). Each is the sum of a per-`type` gauge
+ * that stays (`nodejs_active_handles` ...): `sum(nodejs_active_handles)` is the same number.
+ */
+const TOTAL_NAMED_GAUGES = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
 
 const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 const FLUSH_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -75,6 +83,8 @@ export interface AppMetricsOptions {
   summary: () => Promise<SaleSummary | null>
   /** Rows waiting in each group-commit writer; read at scrape time. */
   queued: () => Record<WriterName, number>
+  /** The service's clock and whether this instance has prepared the next hour's sale; read at scrape time. */
+  nextSale: () => { now: number, prepared: boolean }
 }
 
 /**
@@ -86,6 +96,7 @@ export class AppMetrics {
   readonly registry = new Registry()
   readonly #requests: Histogram<'route' | 'method' | 'status_code'>
   readonly #attempts: Counter<'outcome'>
+  readonly #purchases: Counter
   readonly #flushSeconds: Histogram<'writer'>
   readonly #batchRows: Counter<'writer'>
   readonly #batchFailures: Counter<'writer'>
@@ -99,7 +110,9 @@ export class AppMetrics {
     const registers = [this.registry]
     const p = METRICS_PREFIX
     this.#ports = opts.ports
-    collectDefaultMetrics({ register: this.registry, prefix: p })
+    // Unprefixed: the standard process_* and nodejs_* names that Node.js dashboards query.
+    collectDefaultMetrics({ register: this.registry })
+    for (const name of TOTAL_NAMED_GAUGES) this.registry.removeSingleMetric(name)
     // About 0.8 µs an observation (prom-client hashes the labels each time): ~1% of a core at 15k req/s.
     this.#requests = new Histogram({
       name: `${p}http_request_duration_seconds`,
@@ -116,6 +129,11 @@ export class AppMetrics {
       registers
     })
     for (const outcome of CHECKOUT_OUTCOMES) this.#attempts.inc({ outcome }, 0)
+    this.#purchases = new Counter({
+      name: `${p}purchases_total`,
+      help: 'Purchases committed to Postgres (rows of purchases; a batch whose commit was not confirmed to the service is not counted)',
+      registers
+    })
 
     this.registry.registerMetric(new Gauge({
       name: `${p}sale_items`,
@@ -138,6 +156,21 @@ export class AppMetrics {
       registers: [],
       collect () {
         for (const [writer, rows] of Object.entries(opts.queued())) this.set({ writer }, rows)
+      }
+    }))
+    this.registry.registerMetric(new Gauge({
+      name: `${p}next_sale_prepared`,
+      help: '1 once this instance has prepared the next hour\'s sale (from SALE_PREPARE_SECONDS before it opens), else 0',
+      registers: [],
+      collect () { this.set(opts.nextSale().prepared ? 1 : 0) }
+    }))
+    this.registry.registerMetric(new Gauge({
+      name: `${p}next_sale_opens_in_seconds`,
+      help: 'Seconds until the next hour\'s sale opens, by the service\'s clock',
+      registers: [],
+      collect () {
+        const { now } = opts.nextSale()
+        this.set((saleWindow(now).endsAt - now) / 1000)
       }
     }))
     this.#flushSeconds = new Histogram({
@@ -201,6 +234,16 @@ export class AppMetrics {
     }
   }
 
+  /** Wraps the purchase batch write: counts the purchases it inserted (a fenced row comes back null). */
+  countCommittedPurchases (write: (rows: PurchaseRecord[]) => Promise<Array<number | null>>): (rows: PurchaseRecord[]) => Promise<Array<number | null>> {
+    return async (rows) => {
+      const results = await write(rows)
+      const inserted = results.filter((id) => id !== null).length
+      if (inserted > 0) this.#purchases.inc(inserted)
+      return results
+    }
+  }
+
   /** BatchWriter `onFlush`: one call per batch. */
   batchFlushed (writer: WriterName, { rows, ms, error }: FlushInfo): void {
     this.#flushSeconds.observe({ writer }, ms / 1000)
@@ -245,7 +288,11 @@ export default fp(async (fastify) => {
     queued: () => ({
       checkout_attempts: fastify.hasDecorator('checkoutLog') ? fastify.checkoutLog.queued : 0,
       purchases: fastify.hasDecorator('purchaseLog') ? fastify.purchaseLog.queued : 0
-    })
+    }),
+    nextSale: () => {
+      const now = fastify.clock.now()
+      return { now, prepared: fastify.hasDecorator('sales') && fastify.sales.preparedNextSale(now) !== null }
+    }
   })
   fastify.decorate('metrics', metrics)
 

@@ -32,10 +32,10 @@ export default fp(async (fastify) => {
     if (info.error !== undefined) log.error({ err: info.error, rows: info.rows }, `${name} batch failed`)
     metrics.batchFlushed(writer, info)
   }
-  // Committed attempt rows are counted by outcome (plugins/metrics.ts) once their batch commits.
+  // Committed attempt rows are counted by outcome, and inserted purchases, once their batch commits (plugins/metrics.ts).
   const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(checkoutAttemptWriter(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
   const writeUnavailable = metrics.countCommittedAttempts(unavailableAttemptWriter(pool))
-  const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: purchaseWriter(pool), onFlush: onFlush('purchase', 'purchases') })
+  const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: metrics.countCommittedPurchases(purchaseWriter(pool)), onFlush: onFlush('purchase', 'purchases') })
 
   const sales = new SaleService({
     rules: {

@@ -106,10 +106,19 @@ test('GET /metrics reports committed checkouts by outcome, the sale\'s counts, r
   assert.equal(value(m, 'flash_sale_unavailable_responses_total', { cause: 'redis' }), 0)
   assert.equal(value(m, 'flash_sale_dependency_errors_total', { dependency: 'postgres' }), 0)
 
-  // Default process metrics, prefixed.
-  assert.ok((value(m, 'flash_sale_process_cpu_user_seconds_total') as number) > 0)
-  assert.ok(m.some((s) => s.name === 'flash_sale_nodejs_eventloop_lag_seconds'))
-  assert.ok(m.some((s) => s.name === 'flash_sale_nodejs_heap_size_used_bytes'))
+  // Purchases: exactly the rows of purchases.
+  assert.equal(value(m, 'flash_sale_purchases_total'), 1)
+  assert.equal(Number((await sql<{ n: string }>(app, 'SELECT count(*) AS n FROM purchases'))[0]?.n), 1)
+
+  // The next hour's sale (14:00) opens in 50 minutes and is not prepared yet (that starts 5 minutes before).
+  assert.equal(value(m, 'flash_sale_next_sale_opens_in_seconds'), 3000)
+  assert.equal(value(m, 'flash_sale_next_sale_prepared'), 0)
+
+  // Default process metrics under their standard, unprefixed names (what Node.js dashboards query).
+  assert.ok((value(m, 'process_cpu_user_seconds_total') as number) > 0)
+  assert.ok(m.some((s) => s.name === 'nodejs_eventloop_lag_seconds'))
+  assert.ok(m.some((s) => s.name === 'nodejs_heap_size_used_bytes'))
+  assert.ok(!m.some((s) => s.name.startsWith('flash_sale_process_') || s.name.startsWith('flash_sale_nodejs_')))
 
   // Each app has its own registry: a second app in the same process starts from zero.
   const other = await buildTestApp(t, isolatedConfig(t), new TestClock(NOW))
@@ -118,6 +127,21 @@ test('GET /metrics reports committed checkouts by outcome, the sale\'s counts, r
   assert.equal(value(fresh, 'flash_sale_http_request_duration_seconds_count', checkoutOk), undefined)
   // ...and the first app's counters did not move.
   assert.equal(value(await scrape(app), 'flash_sale_checkout_attempts_total', { outcome: 'accepted' }), 3)
+})
+
+test('flash_sale_next_sale_prepared turns 1 once this instance prepared the next hour, and 0 again when that hour opens', async (t) => {
+  const clock = new TestClock(NOW)
+  const app = await buildTestApp(t, isolatedConfig(t, { SALE_PREPARE_SECONDS: 300 }), clock)
+  const next = async () => {
+    const m = await scrape(app)
+    return [value(m, 'flash_sale_next_sale_prepared'), value(m, 'flash_sale_next_sale_opens_in_seconds')]
+  }
+  assert.deepEqual(await next(), [0, 3000])
+  clock.set('2031-03-04T13:56:00.000Z')
+  await app.sales.prepareAhead() // what the roll's tick does every second
+  assert.deepEqual(await next(), [1, 240])
+  clock.set('2031-03-04T14:00:30.000Z')
+  assert.deepEqual(await next(), [0, 3570])
 })
 
 test('503s are counted by cause, lost pg connections are counted, and /metrics still answers with Redis down', async (t) => {

@@ -26,6 +26,6 @@ USER node
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# The Node flags of `npm start` (README, Configuration: an old-space limit under 2 GB keeps V8
+# The Node flags of `npm start` (docs/architecture.md: an old-space limit under 2 GB keeps V8
 # from letting garbage grow to 4x the live heap before a full GC).
 CMD ["node", "--max-old-space-size=2000", "dist/src/server.js"]

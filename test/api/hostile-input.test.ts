@@ -238,7 +238,7 @@ test('with the default abuse limits a checkout is one Redis call: the per-user c
   t.after(() => { app.redis.sendCommand = sendCommand })
   assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 200)
   assert.equal((await checkout(app, 'user_id=dave&id=2')).statusCode, 409)
-  // (An accepted one then confirms its code once its row has committed: see "phantom holds" in README.)
+  // (An accepted one then confirms its code once its row has committed: see "Phantom holds" in docs/architecture.md.)
   assert.deepEqual(sent, ['evalsha', 'hget', 'evalsha'], 'one reservation script per checkout, no separate rate-limit call')
 })
 

@@ -17,11 +17,15 @@ RUN npm run build
 FROM node:24-slim AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
-    PORT=3000
+    PORT=3000 \
+    SPOOL_DIR=/var/lib/flash-sale/spool
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The attempt spool (503'd attempts waiting for Postgres) belongs on a volume that outlives the container.
+RUN mkdir -p /var/lib/flash-sale/spool && chown node:node /var/lib/flash-sale/spool
+VOLUME /var/lib/flash-sale/spool
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

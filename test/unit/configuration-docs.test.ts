@@ -35,16 +35,21 @@ function docRows (markdown: string): Map<string, string | undefined> {
   return rows
 }
 
-/** The variables of .env.example: `NAME=value`, or `# NAME=` for one whose default is unset. */
-function envExample (text: string): Map<string, string | undefined> {
+/**
+ * The variables of .env.example: `NAME=value`; `# NAME=` for one whose default is unset; or
+ * `# NAME=default` for one that changes behaviour once set at all (DATABASE_URL, REDIS_URL: set,
+ * they are never replaced by a server npm start provides). `commented` lists the last two kinds.
+ */
+function envExample (text: string): { rows: Map<string, string | undefined>, commented: Set<string> } {
   const rows = new Map<string, string | undefined>()
-  for (const [, commented, name, value] of text.matchAll(/^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$/gm)) {
+  const commented = new Set<string>()
+  for (const [, hash, name, value] of text.matchAll(/^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$/gm)) {
     assert.ok(name !== undefined && value !== undefined)
     assert.ok(!rows.has(name), `.env.example lists ${name} once`)
-    assert.ok(commented === undefined || value === '', `.env.example: a commented variable (${name}) is one without a default, shown empty`)
-    rows.set(name, commented === undefined ? value : undefined)
+    if (hash !== undefined) commented.add(name)
+    rows.set(name, hash !== undefined && value === '' ? undefined : value)
   }
-  return rows
+  return { rows, commented }
 }
 
 function assertMatchesSchema (where: string, rows: Map<string, string | undefined>): void {
@@ -61,9 +66,9 @@ test('docs/configuration.md lists every variable of src/config.ts, and only thos
 })
 
 test('.env.example lists every variable of src/config.ts, and only those, with its default', async () => {
-  const rows = envExample(await read('.env.example'))
+  const { rows, commented } = envExample(await read('.env.example'))
   assertMatchesSchema('.env.example', rows)
   // Loaded as the environment, the example changes nothing.
-  const env = Object.fromEntries([...rows].filter((row): row is [string, string] => row[1] !== undefined))
+  const env = Object.fromEntries([...rows].filter((row): row is [string, string] => row[1] !== undefined && !commented.has(row[0])))
   assert.deepEqual(loadConfig({}, env), loadConfig({}, {}))
 })

@@ -86,7 +86,7 @@ test("the image's start command and HEALTHCHECK work as written, outside Docker"
 
   const config = isolatedConfig(t)
   const port = String(30000 + Math.floor(Math.random() * 10000))
-  const containerEnv = { ...process.env, ...env, PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'warn', DATABASE_SCHEMA: config.DATABASE_SCHEMA, REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX }
+  const containerEnv = { ...process.env, ...env, PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'warn', DATABASE_SCHEMA: config.DATABASE_SCHEMA, REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX, SPOOL_DIR: config.SPOOL_DIR }
   const child = spawn(cmd[0] as string, cmd.slice(1), { env: { ...containerEnv, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] })
   let logs = ''
   child.stdout.on('data', (chunk: Buffer) => { logs += chunk.toString() })
@@ -105,7 +105,7 @@ test("the image's start command and HEALTHCHECK work as written, outside Docker"
   const base = `http://127.0.0.1:${port}`
   assert.match(started?.msg ?? '', /^flash-sale \S+ listening on /)
   assert.ok(started?.msg.includes(`listening on ${base}: API docs ${base}/docs, sale page ${base}/sale, metrics ${base}/metrics; sale `), started?.msg)
-  assert.match(started?.msg ?? '', /; sale \d+ open until \d\d:00 UTC: 10,000 items, 0 sold, 0 held, 10,000 left$/)
+  assert.match(started?.msg ?? '', /; sale \d+ open until \d\d:00 UTC: 10,000 items, 0 sold, 0 held, 10,000 left; using Postgres (at )?\S+, Redis (at )?\S+$/)
 
   // The package's bin, as an operator runs it from the built tree: its stdout is one JSON document.
   const { stdout: json } = await run('sh', ['-c', 'npx --no-install flash-sale status --json | node -e "process.stdout.write(JSON.stringify(JSON.parse(require(\'fs\').readFileSync(0, \'utf8\')).sales.find((sale) => sale.state === \'open\')))"'],

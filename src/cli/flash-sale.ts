@@ -29,7 +29,9 @@ function parse (argv: string[]): { json: boolean, sales: number } {
       options: { json: { type: 'boolean', default: false }, sales: { type: 'string', default: '5' }, help: { type: 'boolean', short: 'h' } }
     })
   } catch (error) {
-    return usageError((error as Error).message)
+    // Node's own wording ("... place it at the end of the command after '--' ...") is about its parser, not this command.
+    const unknown = /^Unknown option '([^']+)'/.exec((error as Error).message)?.[1]
+    return usageError(unknown !== undefined ? `unknown option: ${unknown}` : (error as Error).message)
   }
   const { positionals, values } = parsed
   if (values.help === true) {

@@ -60,12 +60,20 @@ test('npm run migrate creates the tables; npm run sale:status reports the sale f
   // A bad command line is a usage message on stderr and exit code 2, never a half report on stdout.
   await assert.rejects(cli('flash-sale', config, 'status', '--sales', '0'),
     (error: { code: number, stdout: string, stderr: string }) => error.code === 2 && error.stdout === '' && /usage: flash-sale status/.test(error.stderr))
+  // An unknown flag is named in the command's own words, not Node's parser's.
+  await assert.rejects(cli('flash-sale', config, 'status', '--bogus'),
+    (error: { code: number, stderr: string }) => error.code === 2 && error.stderr === 'unknown option: --bogus\nusage: flash-sale status [--json] [--sales N]    (N: 1-100, default 5)\n')
 })
 
 test('a bad variable stops the operator commands with a message naming it', async () => {
   await assert.rejects(
     run(process.execPath, ['--import', 'tsx', 'src/cli/flash-sale.ts', 'status'], { env: { ...process.env, DATABASE_URL: 'mysql://x' } }),
     (error: { stderr: string, code: number }) => error.code === 1 && /Invalid configuration: env\/DATABASE_URL/.test(error.stderr))
+  // A valid URL nothing answers at: the variable and its target, the password hidden.
+  await assert.rejects(
+    run(process.execPath, ['--import', 'tsx', 'src/cli/flash-sale.ts', 'status'], { env: { ...process.env, DATABASE_URL: 'postgres://postgres:secret@127.0.0.1:1/postgres' } }),
+    (error: { stderr: string, code: number }) => error.code === 1 &&
+      error.stderr === 'DATABASE_URL (postgres://postgres:***@127.0.0.1:1/postgres) is not usable: connect ECONNREFUSED 127.0.0.1:1\n')
 })
 
 /** `CMD [...]` / `HEALTHCHECK ... CMD [...]` of the Dockerfile, as exec-form argument lists. */

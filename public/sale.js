@@ -6,10 +6,14 @@
 ;(() => {
   const $ = (id) => document.getElementById(id)
   const integer = new Intl.NumberFormat('en-US')
+  // 0% and 100% only when exact: 3 of 10,000 is "<0.1%", 9,985 of 10,000 "99.8%", never "0.0%" or "100%".
   const percent = (part, whole) => {
-    if (!(whole > 0)) return '0%'
+    if (!(whole > 0) || part === 0) return '0%'
+    if (part === whole) return '100%'
     const p = (part / whole) * 100
-    return `${p === 0 || p === 100 || p >= 10 ? Math.round(p) : p.toFixed(1)}%`
+    if (p < 0.1) return '<0.1%'
+    if (p > 99.9) return '>99.9%'
+    return `${p >= 10 && p <= 90 ? Math.round(p) : p.toFixed(1)}%`
   }
   const rate = (r) => (r === 0 ? '0' : r >= 10 ? integer.format(Math.round(r)) : r.toFixed(1))
   const utcTime = (iso, seconds) => `${new Date(iso).toISOString().slice(11, seconds ? 19 : 16)} UTC`

@@ -161,3 +161,29 @@ test('open event streams end when the app closes instead of holding up the shutd
     while (!done) done = (await reader.read()).done
   }
 })
+
+test('on a phone the countdown lines up under the title, and a share is 0% or 100% only when exact', { skip: skipBrowser, timeout: 60_000 }, async (t) => {
+  assert.ok(haveChromium, `CI must provide Chromium at ${CHROMIUM}`)
+  const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 10_000, USER_LIMIT: 10 }), new TestClock(NOW))
+  const base = await listen(app)
+  // 13 holds, 3 of them bought: 3 sold, 10 held, 9,987 left of 10,000.
+  for (let u = 1; u <= 13; u++) {
+    const { status, body } = await post(`${base}/checkout?user_id=phone-${u}&id=${u}`)
+    assert.equal(status, 200)
+    if (u <= 3) assert.equal((await post(`${base}/purchase?code=${body.code}`)).status, 200)
+  }
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] })
+  t.after(() => browser.close())
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 } })
+  await page.goto(`${base}/sale`)
+  const deadline = Date.now() + 15_000
+  for (let f = await shown(page); !(f.sold === 3 && f.held === 10 && f.left === 9987); f = await shown(page)) {
+    assert.ok(Date.now() < deadline, `the page still shows ${JSON.stringify(f)}`)
+    await page.waitForTimeout(50)
+  }
+  assert.equal(await page.textContent('#sold-pct'), '<0.1% of 10,000')
+  assert.equal(await page.textContent('#left-pct'), '99.9% still available')
+  const left = (selector: string) => page.$eval(selector, (el) => Math.round(el.getBoundingClientRect().left))
+  const [title, label, clock, at] = await Promise.all([left('#title'), left('.countdown .eyebrow'), left('#countdown'), left('#next-at')])
+  assert.deepEqual({ label, clock, at }, { label: title, clock: title, at: title }, 'the wrapped countdown starts where the title does')
+})

@@ -16,6 +16,8 @@ declare module 'fastify' {
 }
 
 const SPOOL_REPLAY_INTERVAL_MS = 1000
+/** How often purchases given up on while Postgres could not be asked are tried again (nothing to do: no query). */
+const SETTLE_INTERVAL_MS = 250
 
 /** Wires the sale service (Redis decides, Postgres records) and sweeps expired holds. */
 export default fp(async (fastify) => {
@@ -84,6 +86,18 @@ export default fp(async (fastify) => {
   }, settleMs / 4)
   reconciler.unref()
 
+  // A purchase whose outcome was lost with its connection is settled as soon as Postgres answers
+  // again (the buyer's retry waits for that): within SETTLE_INTERVAL_MS, not the reconciler's settleMs.
+  let settling = false
+  const settler = setInterval(() => {
+    if (settling) return
+    settling = true
+    sales.settleUnresolved()
+      .catch((err: unknown) => log.warn({ err }, 'settling purchases given up on failed'))
+      .finally(() => { settling = false })
+  }, SETTLE_INTERVAL_MS)
+  settler.unref()
+
   // The spool goes back into Postgres as soon as it answers: tried every second while it holds
   // anything, and now and then for segments a dead process left in the same directory.
   const spool = fastify.attemptSpool
@@ -99,9 +113,12 @@ export default fp(async (fastify) => {
   fastify.addHook('onClose', async () => {
     clearInterval(sweeper)
     clearInterval(reconciler)
+    clearInterval(settler)
     clearInterval(replayer)
     fastify.redis.off('ready', onRedisReady)
     await Promise.all([checkoutLog.close(), purchaseLog.close()])
+    // Purchases given up on are settled now if Postgres answers; else another instance's reconciler does.
+    await sales.settleUnresolved().catch(() => {})
     // Attempts refused during the drain go in now; if Postgres is away they wait on disk for the next start.
     if (spool.bytes > 0) await replaySpool().catch((err: unknown) => log.warn({ err }, 'the attempt spool stays on disk for the next start'))
   })

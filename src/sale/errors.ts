@@ -57,6 +57,7 @@ export const UNAVAILABLE = {
   write_failed: 'The database did not commit this request; retry shortly.',
   write_queue_full: 'The database is falling behind; retry shortly.',
   sale_restoring: 'The sale state is being restored; retry shortly.',
+  purchase_settling: 'An earlier purchase of this code is being settled; retry shortly.',
   sale_unprepared: 'This hour\'s sale could not be prepared yet (a dependency is unavailable); retry shortly.',
   shutting_down: 'The service is shutting down; retry shortly.'
 } as const

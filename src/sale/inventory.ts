@@ -138,9 +138,10 @@ export class Inventory {
       userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds)
   }
 
-  async redeemCode (sale: Sale, code: string, now: number): Promise<RedeemResult> {
+  /** The purchase decision; `redemption` is a fresh random token naming this redemption (see undoRedeem). */
+  async redeemCode (sale: Sale, code: string, now: number, redemption: string): Promise<RedeemResult> {
     const [status, itemId, userId, bought] = await this.#scripts.redeemCode(
-      ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS)
+      ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS, redemption)
     if (status === 'ok') return { status, itemId: Number(itemId), userId: String(userId), bought: Number(bought) }
     return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }
@@ -150,11 +151,21 @@ export class Inventory {
     return (await this.#redis.hget(sale.keys[2] as string, code))?.startsWith('R|') === true
   }
 
-  /** Those of `codes` that Redis holds as redeemed (state P). */
-  async redeemedCodes (sale: Sale, codes: string[]): Promise<string[]> {
+  /**
+   * Those of `codes` that Redis holds as redeemed (state P), each with its redemption's token (null
+   * for a record without one: written by a rebuild, or by an older version of the service).
+   */
+  async redemptions (sale: Sale, codes: string[]): Promise<Array<{ code: string, token: string | null }>> {
     if (codes.length === 0) return []
     const records = await this.#redis.hmget(sale.keys[2] as string, ...codes)
-    return codes.filter((_code, i) => records[i]?.startsWith('P|'))
+    const redeemed: Array<{ code: string, token: string | null }> = []
+    codes.forEach((code, i) => {
+      const record = records[i]
+      if (record?.startsWith('P|') !== true) return
+      const token = record.split('|')[4]
+      redeemed.push({ code, token: token === undefined || token === '' ? null : token })
+    })
+    return redeemed
   }
 
   /** Items Redis counts as sold in this sale (one HGETALL of at most `itemCount` fields). */
@@ -165,8 +176,12 @@ export class Inventory {
     return sold
   }
 
-  async undoRedeem (sale: Sale, code: string): Promise<boolean> {
-    return await this.#scripts.undoRedeem(...sale.keys, code) === 1
+  /**
+   * Puts a redeemed code back to reserved, if it is still redeemed by `redemption`: call it only
+   * once that redemption's purchase can no longer commit.
+   */
+  async undoRedeem (sale: Sale, code: string, redemption: string): Promise<boolean> {
+    return await this.#scripts.undoRedeem(...sale.keys, code, redemption) === 1
   }
 
   /** Gives back the item of a redeemed code whose purchase Postgres voided. */

@@ -24,6 +24,11 @@ export interface PurchaseRecord {
   code: string
   priceCents: number
   purchasedAt: number
+  /**
+   * The random token of the redemption this purchase completes (Redis holds it with the redeemed
+   * code): a fence that lists it (checkout_attempts.unredeemed) keeps this statement from committing.
+   */
+  redemption: string
 }
 
 /**
@@ -94,7 +99,8 @@ export function unavailableAttemptWriter (pool: Pool) {
 /**
  * Inserts purchases and resolves each with its purchase id, or with null for a row the
  * settlement fence refused: its code was voided first (given back after its purchase was taken
- * for abandoned), or its item already has a purchase. A refused row fails alone, never its batch.
+ * for abandoned), its redemption was put back (its token listed in `unredeemed`: the code went
+ * back to reserved), or its item already has a purchase. A refused row fails alone, never its batch.
  * The batch's sale starts ($8, one or two values: a batch may straddle XX:00) are constants of
  * the statement, so Postgres prunes to their partitions when it plans it.
  */
@@ -103,13 +109,14 @@ export function purchaseWriter (pool: Pool) {
     const { rows: inserted } = await pool.query<{ id: string, code: string }>(
       `WITH batch AS (
          SELECT r.*, to_timestamp(r.sale_starts_ms / 1000) AS sale_starts_at
-         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[], $7::float8[])
-           AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms, sale_starts_ms)
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::float8[], $7::float8[], $9::text[])
+           AS r (sale_id, item_id, user_id, code, price_cents, purchased_ms, sale_starts_ms, redemption)
        ), settled AS (
          UPDATE checkout_attempts a SET settled = 'purchased'
          FROM batch b
          WHERE a.sale_starts_at = ANY($8::timestamptz[]) AND a.sale_starts_at = b.sale_starts_at
            AND a.code = b.code AND a.settled IS NULL
+           AND (a.unredeemed IS NULL OR b.redemption <> ALL (a.unredeemed))
            AND NOT EXISTS (SELECT 1 FROM purchases p
                            WHERE p.sale_starts_at = ANY($8::timestamptz[]) AND p.sale_starts_at = b.sale_starts_at
                              AND p.sale_id = b.sale_id AND p.item_id = b.item_id)
@@ -127,7 +134,8 @@ export function purchaseWriter (pool: Pool) {
         rows.map((r) => r.priceCents),
         rows.map((r) => r.purchasedAt),
         rows.map((r) => r.saleStartsAt),
-        [...new Set(rows.map((r) => r.saleStartsAt))].map((ms) => new Date(ms).toISOString())
+        [...new Set(rows.map((r) => r.saleStartsAt))].map((ms) => new Date(ms).toISOString()),
+        rows.map((r) => r.redemption)
       ])
     const idByCode = new Map(inserted.map((r) => [r.code, Number(r.id)]))
     return rows.map((r) => idByCode.get(r.code) ?? null)

@@ -179,17 +179,39 @@ export class SaleRepository {
   }
 
   /**
-   * How a code was settled: 'purchased', 'voided', or null while neither; and the purchase it
-   * made, once committed.
+   * Puts back redemptions whose purchase the service gave up on, through the same fence as
+   * voidCodes: each code not settled yet either lists its redemption's token in `unredeemed`
+   * (that purchase statement can then never commit, while a new redemption of the code can buy:
+   * the code goes back to reserved) or, once its own expiry has passed by `now`, is voided. A code
+   * whose purchase is committing waits here for it, then is left alone; a settled code is not
+   * returned. Idempotent: a token is listed once.
    */
-  async settlementOf (sale: SaleKey, code: string): Promise<{ settled: string | null, purchase: { purchaseId: number, purchasedAt: number } | null }> {
-    const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null, purchased_at: Date | null }>(
-      `SELECT a.settled, p.id AS purchase_id, p.purchased_at
+  async releaseRedemptions (sale: SaleKey, redemptions: Array<{ code: string, token: string }>, now: number): Promise<Array<{ code: string, voided: boolean }>> {
+    if (redemptions.length === 0) return []
+    const { rows } = await this.pool.query<{ code: string, settled: string | null }>(
+      `UPDATE checkout_attempts SET settled = CASE WHEN expires_at <= to_timestamp($4::float8 / 1000) THEN 'voided' END,
+         unredeemed = CASE WHEN expires_at <= to_timestamp($4::float8 / 1000) OR r.token = ANY (coalesce(unredeemed, '{}')) THEN unredeemed
+                           ELSE array_append(unredeemed, r.token) END
+       FROM unnest($1::text[], $2::text[]) AS r (released, token)
+       WHERE sale_starts_at = to_timestamp($3::float8 / 1000) AND code = r.released AND settled IS NULL
+       RETURNING code, settled`,
+      [redemptions.map((r) => r.code), redemptions.map((r) => r.token), sale.startsAt, now])
+    return rows.map((r) => ({ code: r.code, voided: r.settled === 'voided' }))
+  }
+
+  /**
+   * How a code was settled: 'purchased', 'voided', or null while neither; the purchase it made,
+   * once committed; and whether the redemption `token` (if given) was put back (releaseRedemptions).
+   */
+  async settlementOf (sale: SaleKey, code: string, token: string | null = null): Promise<{ settled: string | null, purchase: { purchaseId: number, purchasedAt: number } | null, released: boolean }> {
+    const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null, purchased_at: Date | null, released: boolean | null }>(
+      `SELECT a.settled, p.id AS purchase_id, p.purchased_at, $3::text = ANY (a.unredeemed) AS released
        FROM checkout_attempts a LEFT JOIN purchases p ON p.sale_starts_at = to_timestamp($2::float8 / 1000) AND p.code = a.code
-       WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.code = $1`, [code, sale.startsAt])
+       WHERE a.sale_starts_at = to_timestamp($2::float8 / 1000) AND a.code = $1`, [code, sale.startsAt, token])
     return {
       settled: row?.settled ?? null,
-      purchase: row?.purchase_id == null || row.purchased_at === null ? null : { purchaseId: Number(row.purchase_id), purchasedAt: row.purchased_at.getTime() }
+      purchase: row?.purchase_id == null || row.purchased_at === null ? null : { purchaseId: Number(row.purchase_id), purchasedAt: row.purchased_at.getTime() },
+      released: row?.released === true
     }
   }
 

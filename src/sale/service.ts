@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import pg from 'pg'
 import { newAttemptId } from '../lib/attempt-id.js'
 import type { BatchWriter } from '../db/batch-writer.js'
+import { failedWrite, refusedRow } from '../db/pg-errors.js'
 import { RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
-import type { CheckoutRateLimit, Inventory, SaleCounts } from './inventory.js'
+import type { CheckoutRateLimit, Inventory, RedeemResult, SaleCounts } from './inventory.js'
 import { random16 } from '../lib/random-pool.js'
 import type { CheckoutAttempt, PurchaseRecord } from './record-writers.js'
 import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
@@ -44,6 +44,7 @@ interface Logger {
   error (obj: unknown, msg?: string): void
   warn (obj: unknown, msg?: string): void
   info (obj: unknown, msg?: string): void
+  debug (obj: unknown, msg?: string): void
 }
 
 export interface SaleServiceDeps {
@@ -65,23 +66,22 @@ export interface SaleServiceDeps {
 /** How long a request waits for another instance's rebuild of a lost sale before a 503. */
 const REBUILD_WAIT_MS = 5000
 const REBUILD_POLL_MS = 25
-
 /**
- * True when a failed write certainly did not commit: Postgres answered it with an error (it rolled
- * back), or no connection could be had (it was never sent). False for a client-side timeout or a
- * connection lost mid-statement (class 08, 57P01-57P03: the server going away): it may have committed.
+ * How long a purchase of a code that another request redeemed (a double submit, a retry after a
+ * 503) waits for that redemption to settle (its purchase commits, or the code is put back) before
+ * it answers 503: a commit takes milliseconds, and an abandoned redemption is put back within a
+ * moment of Postgres answering again.
  */
-const neverCommitted = (error: unknown): boolean => {
-  const cause = error instanceof ServiceUnavailable ? error.cause : error
-  if (cause instanceof pg.DatabaseError) return !(cause.code ?? '08').startsWith('08') && !/^57P0[1-3]$/.test(cause.code ?? '')
-  if (!(cause instanceof Error)) return false
-  // pg-pool's own wording when no connection came in time; ECONNREFUSED and friends from the socket.
-  return cause.message.startsWith('timeout exceeded when trying to connect') ||
-    ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes((cause as NodeJS.ErrnoException).code ?? '')
-}
+const SETTLEMENT_WAIT_MS = 2000
+const SETTLEMENT_POLL_MS = 50
+/** Redemptions of unknown outcome an instance keeps to settle itself; past this the reconciler settles them. */
+const MAX_UNRESOLVED = 10_000
 
-/** Postgres refused the data itself (classes 22 and 23: data exception, integrity violation): a retry cannot help. */
-const refusedRow = (error: unknown): boolean => error instanceof pg.DatabaseError && /^2[23]/.test(error.code ?? '')
+/** A redeemed code whose purchase failed without the service learning whether it committed. */
+interface Unresolved { sale: Sale, code: string, token: string }
+
+/** What settling such a redemption found: its committed purchase, else whether the code was voided (its expiry had passed). */
+interface Resolution { purchase: { purchaseId: number, purchasedAt: number } | null, voided: boolean }
 
 /** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
 const toUnavailable = (error: unknown): never => {
@@ -101,6 +101,11 @@ export function newCheckoutCode (): string {
   return random16().toString('base64url')
 }
 
+/** Names one redemption of a code (72 random bits, 12 characters): see releaseRedemptions in sale-repository.ts. */
+export function newRedemptionToken (): string {
+  return random16().toString('base64url', 0, 9)
+}
+
 /**
  * The business rules of the hourly sale, free of HTTP. Redis decides (one Lua script per
  * decision), Postgres records; a call returns only after its record is committed.
@@ -113,6 +118,8 @@ export class SaleService {
   readonly #restoring = new Map<number, Promise<void>>()
   /** Codes this instance redeemed in Redis whose purchase row is not committed (or failed) yet. */
   readonly #purchasing = new Set<string>()
+  /** Redemptions whose purchase failed with an unknown outcome while Postgres could not be asked, by code. */
+  readonly #unresolved = new Map<string, Unresolved>()
   /** Items of sale `#unrecordedSaleId` that Redis counts as sold without a purchase row -> first seen (wall clock). */
   #unrecorded = new Map<number, number>()
   #unrecordedSaleId: number | null = null
@@ -338,59 +345,163 @@ export class SaleService {
   }
 
   async purchase (code: string): Promise<Purchase> {
-    const { inventory, repository } = this.#deps
-    const now = this.now()
-    const sale = await this.currentSale(now).catch(toUnavailable)
-    const result = await this.#decide(sale, () => inventory.redeemCode(sale, code, now), (r) => r.status === 'no_sale').catch(toUnavailable)
+    const { repository } = this.#deps
+    const sale = await this.currentSale(this.now()).catch(toUnavailable)
+    let now = this.now()
+    let token = newRedemptionToken()
+    let result = await this.#redeem(sale, code, now, token)
+    if (result.status === 'code_used') {
+      // Redeemed by another request: bought (the refusal names the purchase), or being settled.
+      // Once that settles the code may hold its item again (the other purchase was put back): then
+      // this request redeems it.
+      await this.#awaitSettlement(sale, code)
+      now = this.now()
+      token = newRedemptionToken()
+      result = await this.#redeem(sale, code, now, token)
+      if (result.status === 'code_used') throw new ServiceUnavailable('purchase_settling')
+    }
     if (result.status === 'no_sale') throw new ServiceUnavailable('sale_restoring')
     if (result.status === 'unknown_code') throw new SaleRefusal(await this.#unknownCodeRefusal(code, sale.id))
-    if (result.status === 'code_used') throw await this.#codeUsedRefusal(sale, code)
     if (result.status !== 'ok') throw new SaleRefusal(result.status)
 
     const item = sale.catalog[result.itemId] as CatalogItem
+    const bought = (purchase: { purchaseId: number, purchasedAt: number }): Purchase =>
+      ({ ...purchase, sale, item, userId: result.userId, userPurchases: result.bought })
     this.#purchasing.add(code)
     try {
-      const purchaseId = await this.#deps.purchaseLog.push({
-        saleId: sale.id, saleStartsAt: sale.startsAt, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now
-      }).catch((error: unknown) => this.#settleFailedPurchase(sale, code, error))
-      if (purchaseId !== null) return { purchaseId, sale, item, userId: result.userId, purchasedAt: now, userPurchases: result.bought }
-      // The fence refused it. Either the code was voided first (its purchase taken for
-      // abandoned): its item goes back on sale. Or (only after a commit the service had given up
-      // on) the item has another purchase: Redis keeps counting it sold, as Postgres does.
-      const { settled } = await repository.settlementOf(sale, code).catch(toUnavailable)
-      if (settled !== 'voided') throw new SaleRefusal('item_sold')
-      await this.#giveBack(sale, code)
-      throw new SaleRefusal('code_expired')
+      const recorded = await this.#deps.purchaseLog.push({
+        saleId: sale.id, saleStartsAt: sale.startsAt, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now, redemption: token
+      }).then(
+        (purchaseId) => purchaseId === null ? null : { purchaseId, purchasedAt: now },
+        (error: unknown) => this.#settleFailedPurchase(sale, code, token, error))
+      if (recorded !== null) return bought(recorded)
+      // The fence refused it. The code was voided first (its purchase taken for abandoned, its
+      // expiry past): its item goes back on sale. Or this redemption was put back (by a reconciler
+      // that took it for abandoned): the code holds its item again, and a retry buys. Or an earlier
+      // redemption's purchase, given up on, committed after all: it is this code's purchase. Or
+      // (only after a commit the service had given up on) the item has another purchase: Redis
+      // keeps counting it sold, as Postgres does.
+      const { settled, purchase, released } = await repository.settlementOf(sale, code, token).catch(toUnavailable)
+      if (purchase !== null) return bought(purchase)
+      if (settled === 'voided') {
+        await this.#giveBack(sale, code)
+        throw new SaleRefusal('code_expired')
+      }
+      if (released) {
+        await this.#deps.inventory.undoRedeem(sale, code, token).catch((err: unknown) => this.#deps.log.error({ err, code }, 'could not put back a released redemption'))
+        throw new ServiceUnavailable('write_failed')
+      }
+      throw new SaleRefusal('item_sold')
     } finally {
       this.#purchasing.delete(code)
     }
   }
 
+  #redeem (sale: Sale, code: string, now: number, token: string): Promise<RedeemResult> {
+    return this.#decide(sale, () => this.#deps.inventory.redeemCode(sale, code, now, token), (r) => r.status === 'no_sale').catch(toUnavailable)
+  }
+
   /**
-   * A purchase batch failed. An error Postgres answered means the statement rolled back, and one
-   * that never got a connection was never sent: nothing was written, and the code holds its item
-   * again for a retry. A timeout or a connection lost mid-statement may hide a
-   * commit, so the code is settled through the fence instead: voided (then given back), or found
-   * purchased after all (then it is a success). If Postgres cannot even be asked, the code stays
-   * redeemed in Redis and the reconciler settles it once Postgres answers again.
+   * A purchase batch failed. If nothing was written (the statement was never sent, or Postgres
+   * answered it with an error: it rolled back), the code holds its item again at once, for a retry.
+   * If the outcome is unknown (the connection lost mid-statement, the client's timeout), Postgres
+   * is asked behind the fence (#resolve): the purchase committed after all (a success), or it never
+   * can and the code holds its item again (a 503, the retry buys), or the code's own expiry has
+   * passed (voided, its item back on sale). If Postgres cannot be asked now, the code stays
+   * redeemed in Redis and this instance settles it as soon as Postgres answers (settleUnresolved;
+   * a retry meanwhile waits for that, see #awaitSettlement).
    */
-  async #settleFailedPurchase (sale: Sale, code: string, error: unknown): Promise<number> {
-    const { inventory, repository, log } = this.#deps
-    const logged = (err: unknown) => log.error({ err, code }, 'could not put back an unrecorded purchase')
-    if (neverCommitted(error)) {
-      // The buyer may retry with the same code.
-      await inventory.undoRedeem(sale, code).catch(logged)
+  async #settleFailedPurchase (sale: Sale, code: string, token: string, error: unknown): Promise<{ purchaseId: number, purchasedAt: number }> {
+    if (failedWrite(error) !== 'unknown') {
+      const undone = await this.#deps.inventory.undoRedeem(sale, code, token).then(() => true, (err: unknown) => {
+        this.#deps.log.error({ err, code }, 'could not put back an unrecorded purchase')
+        return false
+      })
+      if (!undone) this.#keepUnresolved({ sale, code, token })
       throw error
     }
-    const voided = await repository.voidCodes(sale, [code]).catch(() => null)
-    if (voided === null) throw error
-    if (voided.length === 0) {
-      const { purchase } = await repository.settlementOf(sale, code).catch(() => ({ purchase: null }))
-      if (purchase !== null) return purchase.purchaseId
+    let resolution: Resolution
+    try {
+      resolution = await this.#resolve(sale, code, token)
+    } catch {
+      this.#keepUnresolved({ sale, code, token })
       throw error
     }
-    await this.#giveBack(sale, code)
+    if (resolution.purchase !== null) return resolution.purchase
+    if (resolution.voided) throw new SaleRefusal('code_expired')
     throw error
+  }
+
+  /**
+   * Settles a redemption whose purchase was given up on: Postgres's fence (releaseRedemptions)
+   * either finds the code settled, or settles it now so that purchase can never commit, and Redis
+   * follows. Purchased: that purchase stands. Put back: the code is reserved again (its redemption
+   * undone: a retry redeems it anew). Voided (its expiry had passed, or someone voided it): its item
+   * goes back on sale. Throws while Postgres or Redis cannot be asked; calling it again is safe.
+   */
+  async #resolve (sale: Sale, code: string, token: string): Promise<Resolution> {
+    const { inventory, repository } = this.#deps
+    const [released] = await repository.releaseRedemptions(sale, [{ code, token }], this.now())
+    if (released !== undefined) {
+      if (released.voided) await inventory.voidPurchase(sale, code)
+      else await inventory.undoRedeem(sale, code, token)
+      return { purchase: null, voided: released.voided }
+    }
+    const { purchase } = await repository.settlementOf(sale, code)
+    if (purchase !== null) return { purchase, voided: false }
+    // Voided already (a reconciler, or a checkout rewritten by the spool's replay): no purchase
+    // of the code can ever commit, so its item goes back.
+    await inventory.voidPurchase(sale, code)
+    return { purchase: null, voided: true }
+  }
+
+  #keepUnresolved (unresolved: Unresolved): void {
+    if (this.#unresolved.size >= MAX_UNRESOLVED) {
+      this.#deps.log.warn({ code: unresolved.code }, 'too many unsettled purchases held; the reconciler settles this one')
+      return
+    }
+    this.#unresolved.set(unresolved.code, unresolved)
+  }
+
+  /**
+   * Settles the redemptions this instance gave up on while Postgres (or Redis) could not be asked;
+   * run often (plugins/sales.ts), it costs nothing while there are none. Stops at the first that
+   * still cannot be settled, for the next run. Returns how many were settled.
+   */
+  async settleUnresolved (): Promise<number> {
+    let settled = 0
+    for (const { sale, code, token } of [...this.#unresolved.values()]) {
+      try {
+        await this.#resolve(sale, code, token)
+      } catch (err) {
+        this.#deps.log.debug({ err, code }, 'an unsettled purchase still cannot be settled')
+        break
+      }
+      if (this.#unresolved.get(code)?.token === token) this.#unresolved.delete(code)
+      settled++
+    }
+    if (settled > 0) this.#deps.log.info({ settled, left: this.#unresolved.size }, 'settled purchases given up on while Postgres was unreachable')
+    return settled
+  }
+
+  /**
+   * A purchase found the code redeemed by another request. Returns once the code holds its item
+   * again (that request's purchase was put back); throws `code_used` naming the purchase once it
+   * has committed (a buyer whose answer was lost learns the item is theirs), `code_expired` if the
+   * code was voided, and a 503 if it is still unsettled after SETTLEMENT_WAIT_MS or Postgres cannot
+   * say: never a bare `code_used`, which a client could not tell from a purchase lost.
+   */
+  async #awaitSettlement (sale: Sale, code: string): Promise<void> {
+    const { inventory, repository } = this.#deps
+    const deadline = Date.now() + SETTLEMENT_WAIT_MS
+    for (;;) {
+      const { settled, purchase } = await repository.settlementOf(sale, code).catch(toUnavailable)
+      if (purchase !== null) throw new SaleRefusal('code_used', { purchase })
+      if (settled === 'voided') throw new SaleRefusal('code_expired')
+      if (await inventory.holdsCode(sale, code).catch(toUnavailable)) return
+      if (Date.now() >= deadline) throw new ServiceUnavailable('purchase_settling')
+      await sleep(SETTLEMENT_POLL_MS)
+    }
   }
 
   /** A voided code's item goes back on sale (the code itself is dead: it answers code_expired). */
@@ -400,14 +511,16 @@ export class SaleService {
   }
 
   /**
-   * Gives back items that Redis counts as sold but Postgres never recorded: an instance that
-   * redeemed a code and died (SIGKILL, OOM, power loss) before its purchase batch committed
-   * leaves such an item, and nobody else would ever undo it, so the sale could never sell out
-   * exactly. An item is a suspect once it stayed unrecorded for `settleMs`; its code is then
-   * voided in Postgres, which waits for a purchase of it that is committing and then leaves it
-   * alone, and only a code this call voided has its item given back in Redis. So a slow commit,
-   * on this instance or another, is never undone; `settleMs` only decides how soon an abandoned
-   * purchase is given back. Run periodically; returns the items given back.
+   * Puts back items that Redis counts as sold but Postgres never recorded: an instance that
+   * redeemed a code and died (SIGKILL, OOM, power loss) before its purchase batch committed, or
+   * could not settle a purchase it gave up on, leaves such an item, and nobody else would ever undo
+   * it, so the sale could never sell out exactly. An item is a suspect once it stayed unrecorded for
+   * `settleMs`; its code's redemption is then released through Postgres's fence, which waits for a
+   * purchase of it that is committing and then leaves it alone: the code goes back to reserved (its
+   * buyer's retry buys), or, once the code's own expiry has passed, is voided and its item goes back
+   * on sale. Only what this call released is put back in Redis. So a slow commit, on this instance
+   * or another, is never undone; `settleMs` only decides how soon an abandoned purchase is put back.
+   * Run periodically; returns the items put back.
    */
   async reconcilePurchases (settleMs: number): Promise<number> {
     const { inventory, repository, log } = this.#deps
@@ -443,14 +556,31 @@ export class SaleService {
     // The suspects' redeemed codes (an item's earlier, expired codes stay as they are), minus
     // those this instance is buying right now.
     const unsettled = await repository.unsettledCodesOfItems(sale, suspects)
-    const candidates = (await inventory.redeemedCodes(sale, unsettled)).filter((code) => !this.#purchasing.has(code))
+    const candidates = (await inventory.redemptions(sale, unsettled))
+      .filter(({ code }) => !this.#purchasing.has(code) && !this.#unresolved.has(code))
     if (candidates.length === 0) return 0
+    const tokens = new Map<string, string>()
+    const untokened: string[] = []
+    for (const { code, token } of candidates) {
+      if (token === null) untokened.push(code)
+      else tokens.set(code, token)
+    }
     let givenBack = 0
-    for (const code of await repository.voidCodes(sale, candidates)) {
+    let reserved = 0
+    // A redemption without a token (an older version of the service's) cannot be named: voided, as then.
+    for (const code of untokened.length > 0 ? await repository.voidCodes(sale, untokened) : []) {
       if (await inventory.voidPurchase(sale, code)) givenBack++
     }
-    if (givenBack > 0) log.warn({ saleId: sale.id, items: suspects, givenBack }, 'gave back purchases that Redis held but Postgres never recorded')
-    return givenBack
+    const released = await repository.releaseRedemptions(sale, [...tokens].map(([code, token]) => ({ code, token })), this.now())
+    for (const { code, voided } of released) {
+      if (voided) {
+        if (await inventory.voidPurchase(sale, code)) givenBack++
+      } else if (await inventory.undoRedeem(sale, code, tokens.get(code) as string)) {
+        reserved++
+      }
+    }
+    if (givenBack + reserved > 0) log.warn({ saleId: sale.id, items: suspects, givenBack, reserved }, 'put back purchases that Redis held but Postgres never recorded')
+    return givenBack + reserved
   }
 
   /** Sold / held / left of the sale open at `now` (the caller's reading of the clock, so what it shows next to it agrees). */
@@ -473,16 +603,6 @@ export class SaleService {
     if (!saleLost(result)) return result
     await this.restoreHotState(sale)
     return decide()
-  }
-
-  /**
-   * A code redeemed before. Once its purchase has committed the refusal names it, so a buyer whose
-   * answer was lost learns on retry that the item is theirs; while it commits (a racing
-   * redemption), or if Postgres cannot say, it is the bare refusal.
-   */
-  async #codeUsedRefusal (sale: Sale, code: string): Promise<SaleRefusal> {
-    const { purchase } = await this.#deps.repository.settlementOf(sale, code).catch(() => ({ purchase: null }))
-    return new SaleRefusal('code_used', purchase === null ? {} : { purchase })
   }
 
   /** A code unknown to the current sale: one issued in an earlier hour gets "sale over". */

@@ -196,8 +196,9 @@ test('operator queries, the writers and the settlement fence touch only the curr
   await repository.purchasedItems(sale)
   await repository.unsettledCodesOfItems(sale, [7])
   await repository.settlementOf(sale, code)
+  await repository.releaseRedemptions(sale, [{ code, token: 'r0' }], clock.ms)
   await repository.voidCodes(sale, [code])
-  await purchaseWriter(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms }])
+  await purchaseWriter(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms, redemption: 'r1' }])
   await checkoutAttemptWriter(explaining)([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, saleStartsAt: sale.startsAt, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
 
   assert.ok(touched.size >= 10, `${touched.size} statements planned`)

@@ -88,13 +88,19 @@ test('hostile bodies: invalid JSON, wrong content type, oversized', async (t) =>
   assert.equal(missing.json().error, 'not_found')
 })
 
-test('two redemptions of one code in the same instant buy once', async (t) => {
+test('two redemptions of one code in the same instant buy once, and the others name that purchase', async (t) => {
   const app = await buildTestApp(t, isolatedConfig(t, { USER_LIMIT: 10 }), new TestClock(Date.parse(T0)))
   for (let item = 1; item <= 10; item++) {
     const { code } = (await checkout(app, `user_id=racer${item % 3}&id=${item}`)).json()
     const results = await Promise.all(Array.from({ length: 8 }, () => purchase(app, code)))
     const statuses = results.map((r) => r.statusCode).sort()
     assert.deepEqual(statuses, [200, 409, 409, 409, 409, 409, 409, 409])
+    // A racing redemption waits for the winner's commit: never a bare code_used, which a client
+    // could not tell from a purchase lost.
+    const bought = results.find((r) => r.statusCode === 200)?.json().purchase_id
+    for (const used of results.filter((r) => r.statusCode === 409)) {
+      assert.deepEqual([used.json().error, used.json().purchase_id], ['code_used', bought], used.body)
+    }
   }
   const [{ n } = { n: 0 }] = await sql<{ n: number }>(app, 'SELECT count(*)::int AS n FROM purchases')
   assert.equal(n, 10)

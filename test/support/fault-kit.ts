@@ -230,6 +230,8 @@ export function dedicatedPostgres (t: TestContext) {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     start: () => ctl('start'),
     stop: () => ctl('stop -m immediate'),
+    /** `pg_ctl stop -m fast`: sessions are terminated (57P01), new connections refused (57P03), then the server exits cleanly. */
+    stopFast: () => ctl('stop -m fast'),
     /** Freezes the whole cluster (SIGSTOP): statements already sent run, and commit, only after `resume`. */
     stall: () => signalAll('SIGSTOP'),
     resume: () => signalAll('SIGCONT')

@@ -1,6 +1,7 @@
 -- redeemCode: the purchase decision.
 -- KEYS: the six sale keys (see lib/release.lua).
--- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute)
+-- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute),
+-- ARGV[4] this redemption's token (kept in the code's record: undoRedeem names it, the purchase carries it)
 -- Returns { status, item, user, bought }: status 'ok' | 'no_sale' (Redis lost the sale: see sale_lost)
 --   | 'unknown_code' | 'code_used' | 'code_expired';
 -- item/user/bought only with 'ok' (bought = the user's purchases in this sale, this one included).
@@ -26,7 +27,7 @@ if tonumber(ARGV[2]) >= tonumber(expires) or redis.call('HGET', KEYS[2], item) ~
 end
 
 redis.call('HSET', KEYS[2], item, 'sold')
-redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user)
+redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user .. '|' .. ARGV[4])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
 local bought = redis.call('HINCRBY', KEYS[5], user, 1)

@@ -2,7 +2,8 @@
 -- return reservations to stock. Every sale script is called with the same six keys:
 --   KEYS[1] meta    hash   items, limit, ends (ms), sold
 --   KEYS[2] items   hash   item id -> holding code, or 'sold'; absent = available
---   KEYS[3] codes   hash   code -> 'STATE|item|expiresAtMs|user', STATE R(eserved), P(urchased), X(expired)
+--   KEYS[3] codes   hash   code -> 'STATE|item|expiresAtMs|user', STATE R(eserved), P(urchased), X(expired);
+--                          a code redeemed by redeemCode has '|token' appended: its redemption's token
 --   KEYS[4] users   hash   user -> reservations held + items bought (the per-user limit counts both)
 --   KEYS[5] bought  hash   user -> items bought
 --   KEYS[6] expiry  zset   reserved code -> expiresAtMs
@@ -26,12 +27,14 @@ local function sale_lost()
   return not epoch or epoch ~= replication_epoch()
 end
 
+-- state, item, expiry, user and (a redeemed code's) redemption token; user ids never hold a '|'.
 local function parse_code(record)
-  return string.match(record, '^(%u)|(%d+)|(%d+)|(.*)$')
+  return string.match(record, '^(%u)|(%d+)|(%d+)|([^|]*)|?(.*)$')
 end
 
--- The item, expiry and user of `code` when its record is in state `wanted`; nil when the code is
--- unknown, in another state, or the sale is lost (compensations must not write into a rebuild).
+-- The item, expiry, user and redemption token ('' if none) of `code` when its record is in state
+-- `wanted`; nil when the code is unknown, in another state, or the sale is lost (compensations
+-- must not write into a rebuild).
 local function code_in_state(code, wanted)
   if sale_lost() then
     return nil
@@ -40,11 +43,11 @@ local function code_in_state(code, wanted)
   if not record then
     return nil
   end
-  local state, item, expires, user = parse_code(record)
+  local state, item, expires, user, token = parse_code(record)
   if state ~= wanted then
     return nil
   end
-  return item, expires, user
+  return item, expires, user, token
 end
 
 -- Gives a reservation's item back to the sale and its slot back to the user.

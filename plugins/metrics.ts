@@ -47,7 +47,7 @@ const SUMMARY_DEADLINE_MS = 1000
 /** The dependency behind an error, if it is recognizably Redis's or Postgres's. */
 function dependencyOf (error: Error, ports: { redis: number, postgres: number }): 'redis' | 'postgres' | null {
   if (error instanceof pg.DatabaseError) return 'postgres'
-  if (['ReplyError', 'MaxRetriesPerRequestError', 'RedisUnavailableError', 'ClusterAllFailedError'].includes(error.name)) return 'redis'
+  if (['ReplyError', 'MaxRetriesPerRequestError', 'RedisUnavailableError', 'RedisTooLateError', 'ClusterAllFailedError'].includes(error.name)) return 'redis'
   // ioredis's own failures are plain Errors with fixed messages (a Cluster's and Sentinel's
   // included); so are pg's client-side ones.
   if (/^(Connection is closed|Command timed out|Stream isn't writeable|Cluster isn't ready|All sentinels are unreachable)/.test(error.message)) return 'redis'

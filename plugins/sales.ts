@@ -18,6 +18,7 @@ declare module 'fastify' {
 const SPOOL_REPLAY_INTERVAL_MS = 1000
 /** How often purchases given up on while Postgres could not be asked are tried again (nothing to do: no query). */
 const SETTLE_INTERVAL_MS = 250
+const ABANDONED_SETTLE_INTERVAL_MS = 1000
 
 /** Wires the sale service (Redis decides, Postgres records) and sweeps expired holds. */
 export default fp(async (fastify) => {
@@ -39,6 +40,9 @@ export default fp(async (fastify) => {
   const writeUnavailable = metrics.countCommittedAttempts(unavailableAttemptWriter(pool))
   const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: metrics.countCommittedPurchases(purchaseWriter(pool)), onFlush: onFlush('purchase', 'purchases') })
 
+  // Decisions carry a deadline in Redis's clock (src/sale/inventory.ts): measured before the first one.
+  const inventory = new Inventory(fastify.redis, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS })
+  await inventory.syncClock().catch((err: unknown) => log.warn({ err }, 'reading Redis\'s clock failed'))
   const sales = new SaleService({
     rules: {
       itemCount: config.SALE_ITEMS,
@@ -49,7 +53,7 @@ export default fp(async (fastify) => {
     },
     now: fastify.clock.now,
     repository: new SaleRepository(pool),
-    inventory: new Inventory(fastify.redis),
+    inventory,
     checkoutLog,
     spool: fastify.attemptSpool,
     writeUnavailable: (attempts) => writeUnavailable(attempts.map((a) => ({ ...a, outcome: 'service_unavailable' }))),
@@ -71,6 +75,20 @@ export default fp(async (fastify) => {
     sales.releaseExpired().catch((err: unknown) => log.warn({ err }, 'releasing expired reservations failed'))
   }, config.RELEASE_INTERVAL_MS)
   sweeper.unref()
+
+  // Each second: the offset to Redis's clock again, and the undo of Redis decisions this instance
+  // answered 503 for (a stall) until Redis has answered it. One of each at a time: a hanging Redis
+  // must not pile them up.
+  let undoing = false
+  const undoer = setInterval(() => {
+    if (undoing) return
+    undoing = true
+    Promise.all([
+      inventory.syncClock().catch((err: unknown) => log.debug({ err }, 'reading Redis\'s clock failed; the last offset stands')),
+      sales.settleAbandoned().catch((err: unknown) => log.debug({ err }, 'undoing abandoned Redis decisions failed; retrying'))
+    ]).finally(() => { undoing = false })
+  }, ABANDONED_SETTLE_INTERVAL_MS)
+  undoer.unref()
 
   // A purchase normally commits within one pool connect plus one query, or fails and is put back;
   // twice that is the grace before an item Redis sold without a Postgres record is suspected to be
@@ -112,6 +130,7 @@ export default fp(async (fastify) => {
   // Runs before the pools close (plugins close in reverse order): accepted rows are written, not dropped.
   fastify.addHook('onClose', async () => {
     clearInterval(sweeper)
+    clearInterval(undoer)
     clearInterval(reconciler)
     clearInterval(settler)
     clearInterval(replayer)

@@ -32,6 +32,33 @@ export interface CheckoutRateLimit {
 /** No per-user abuse limit: nothing is counted. */
 export const NO_RATE_LIMIT: CheckoutRateLimit = { max: 0, windowMs: 1000 }
 
+/**
+ * A decision Redis read past its deadline (lib/deadline.lua) and so did nothing: the service had
+ * given up waiting for it, or its estimate of Redis's clock is off.
+ */
+export class RedisTooLateError extends Error {
+  constructor () {
+    super('Redis read the decision after its deadline and did nothing')
+    this.name = 'RedisTooLateError'
+  }
+}
+
+/**
+ * False when a failed Redis call certainly changed nothing: it was never sent (the client was not
+ * connected) or Redis read it past its deadline. Otherwise (a timeout, a connection lost while it
+ * was in flight) it may have run, its answer lost.
+ */
+export const mayHaveRun = (error: unknown): boolean =>
+  !(error instanceof RedisTooLateError) && !(error instanceof Error &&
+    (error.name === 'RedisUnavailableError' || /^(Stream isn't writeable|Cluster isn't ready)/.test(error.message)))
+
+/** A decision's answer when Redis read it past its deadline, with Redis's time (ms). */
+type TooLate = readonly ['too_late', number]
+const tooLate = (reply: unknown): reply is TooLate => Array.isArray(reply) && reply[0] === 'too_late'
+
+/** A clock reading slower than this says too little about when Redis read its clock. */
+const MAX_CLOCK_ROUND_TRIP_MS = 50
+
 export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }
   | { status: 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
@@ -50,8 +77,8 @@ type Arg = string | number
 interface SaleScripts {
   initSale (...args: Arg[]): Promise<number>
   restoreCodes (...args: Arg[]): Promise<number>
-  reserveItem (...args: Arg[]): Promise<ReserveStatus | OwnHold>
-  redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?]>
+  reserveItem (...args: Arg[]): Promise<ReserveStatus | OwnHold | TooLate>
+  redeemCode (...args: Arg[]): Promise<[string, string?, string?, number?] | TooLate>
   undoRedeem (...args: Arg[]): Promise<number>
   voidPurchase (...args: Arg[]): Promise<number>
   cancelReservation (...args: Arg[]): Promise<number>
@@ -63,8 +90,8 @@ interface SaleScripts {
 const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
   initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 6 },
   restoreCodes: { file: 'restore-codes.lua', libs: [], keys: 6 },
-  reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua'], keys: 7 },
-  redeemCode: { file: 'redeem-code.lua', libs: ['release.lua'], keys: 6 },
+  reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua', 'deadline.lua'], keys: 7 },
+  redeemCode: { file: 'redeem-code.lua', libs: ['release.lua', 'deadline.lua'], keys: 6 },
   undoRedeem: { file: 'undo-redeem.lua', libs: ['release.lua'], keys: 6 },
   voidPurchase: { file: 'void-purchase.lua', libs: ['release.lua'], keys: 6 },
   cancelReservation: { file: 'cancel-reservation.lua', libs: ['release.lua'], keys: 6 },
@@ -83,13 +110,59 @@ export function defineSaleScripts (redis: RedisClient): void {
   }
 }
 
+export interface InventoryOptions {
+  /** The client's command timeout (REDIS_COMMAND_TIMEOUT_MS): when the service gives up on a decision. */
+  commandTimeoutMs?: number
+  /** This host's clock (ms), which the deadlines are reckoned from; tests pass one that is off. */
+  localClock?: () => number
+}
+
 export class Inventory {
   readonly #redis: RedisClient
   readonly #scripts: SaleScripts
+  /** How long after it is sent a decision may still be read by Redis: the command timeout, less a margin for the answer's way back. */
+  readonly #budgetMs: number
+  readonly #local: () => number
+  /** Redis's clock minus this host's (ms), for the decisions' deadlines; see syncClock. */
+  #offsetMs = 0
 
-  constructor (redis: RedisClient) {
+  constructor (redis: RedisClient, options: InventoryOptions = {}) {
     this.#redis = redis
     this.#scripts = redis as unknown as SaleScripts
+    const timeoutMs = options.commandTimeoutMs ?? 2000
+    this.#budgetMs = timeoutMs - Math.min(250, Math.floor(timeoutMs / 4))
+    this.#local = options.localClock ?? Date.now
+  }
+
+  /**
+   * Measures how far Redis's clock is from this host's (at the midpoint of one TIME round trip),
+   * which the decisions' deadlines are written in; keeps the last measure when the answer came
+   * too slowly to tell. Run every second or so: no decision waits for it.
+   */
+  async syncClock (): Promise<void> {
+    const sent = this.#local()
+    const [seconds, micros] = await this.#redis.time()
+    const received = this.#local()
+    if (received - sent <= MAX_CLOCK_ROUND_TRIP_MS) this.#offsetMs = Math.round(Number(seconds) * 1000 + Number(micros) / 1000 - (sent + received) / 2)
+  }
+
+  /**
+   * Runs a decision script with its deadline: the moment, by Redis's clock, after which the client
+   * will have given up on it (the command timeout, less a margin). Redis does nothing with a
+   * decision it reads later (lib/deadline.lua), so one the service answered 503 for never happens
+   * behind its back when a stalled Redis resumes. A "too late" that came back quickly cannot be a
+   * stall: the estimate of Redis's clock is off; it is corrected from Redis's answer and the
+   * decision sent once more. Otherwise it throws RedisTooLateError (a 503: nothing happened).
+   */
+  async #beforeDeadline<T> (decide: (deadline: number) => Promise<T | TooLate>): Promise<T> {
+    for (let tries = 0; ; tries++) {
+      const sent = this.#local()
+      const reply = await decide(sent + this.#offsetMs + this.#budgetMs)
+      if (!tooLate(reply)) return reply
+      const received = this.#local()
+      if (tries > 0 || received - sent > this.#budgetMs / 2) throw new RedisTooLateError()
+      this.#offsetMs = Math.round(Number(reply[1]) - (sent + received) / 2)
+    }
   }
 
   /**
@@ -133,15 +206,15 @@ export class Inventory {
    */
   reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus | OwnHold> {
     const windowEnds = now - (now % limit.windowMs) + limit.windowMs
-    return this.#scripts.reserveItem(
+    return this.#beforeDeadline((deadline) => this.#scripts.reserveItem(
       ...sale.keys, `${sale.tag}:rate:${windowEnds}`,
-      userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds)
+      userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds, deadline))
   }
 
   /** The purchase decision; `redemption` is a fresh random token naming this redemption (see undoRedeem). */
   async redeemCode (sale: Sale, code: string, now: number, redemption: string): Promise<RedeemResult> {
-    const [status, itemId, userId, bought] = await this.#scripts.redeemCode(
-      ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS, redemption)
+    const [status, itemId, userId, bought] = await this.#beforeDeadline((deadline) => this.#scripts.redeemCode(
+      ...sale.keys, code, now, sale.endsAt + KEY_RETENTION_MS, deadline, redemption))
     if (status === 'ok') return { status, itemId: Number(itemId), userId: String(userId), bought: Number(bought) }
     return { status: status as 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
   }

@@ -201,9 +201,10 @@ export class SaleRepository {
 
   /**
    * How a code was settled: 'purchased', 'voided', or null while neither; the purchase it made,
-   * once committed; and whether the redemption `token` (if given) was put back (releaseRedemptions).
+   * once committed; whether the redemption `token` (if given) was put back (releaseRedemptions);
+   * and whether Postgres recorded the code at all (an accepted checkout).
    */
-  async settlementOf (sale: SaleKey, code: string, token: string | null = null): Promise<{ settled: string | null, purchase: { purchaseId: number, purchasedAt: number } | null, released: boolean }> {
+  async settlementOf (sale: SaleKey, code: string, token: string | null = null): Promise<{ settled: string | null, purchase: { purchaseId: number, purchasedAt: number } | null, released: boolean, recorded: boolean }> {
     const { rows: [row] } = await this.pool.query<{ settled: string | null, purchase_id: string | null, purchased_at: Date | null, released: boolean | null }>(
       `SELECT a.settled, p.id AS purchase_id, p.purchased_at, $3::text = ANY (a.unredeemed) AS released
        FROM checkout_attempts a LEFT JOIN purchases p ON p.sale_starts_at = to_timestamp($2::float8 / 1000) AND p.code = a.code
@@ -211,7 +212,8 @@ export class SaleRepository {
     return {
       settled: row?.settled ?? null,
       purchase: row?.purchase_id == null || row.purchased_at === null ? null : { purchaseId: Number(row.purchase_id), purchasedAt: row.purchased_at.getTime() },
-      released: row?.released === true
+      released: row?.released === true,
+      recorded: row !== undefined
     }
   }
 

@@ -3,7 +3,7 @@ import { newAttemptId } from '../lib/attempt-id.js'
 import type { BatchWriter } from '../db/batch-writer.js'
 import { failedWrite, refusedRow } from '../db/pg-errors.js'
 import { RateLimited, SaleRefusal, ServiceUnavailable, type RefusalCode } from './errors.js'
-import type { CheckoutRateLimit, Inventory, RedeemResult, SaleCounts } from './inventory.js'
+import { mayHaveRun, type CheckoutRateLimit, type Inventory, type RedeemResult, type SaleCounts } from './inventory.js'
 import { random16 } from '../lib/random-pool.js'
 import type { CheckoutAttempt, PurchaseRecord } from './record-writers.js'
 import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
@@ -62,6 +62,24 @@ export interface SaleServiceDeps {
   redisReadiness: { assertUp (): void }
   log: Logger
 }
+
+/**
+ * Decisions given up on (see #abandon) that one instance keeps undoing until Redis answers: past
+ * this many, new ones are only logged (their holds still expire; a redemption is then left to the
+ * purchase reconciler).
+ */
+const MAX_ABANDONED = 100_000
+/** Abandoned decisions undone per settleAbandoned call: a backlog after a long stall goes back in bounded bursts. */
+const SETTLE_ABANDONED_BATCH = 500
+
+/** A Redis decision whose answer the service gave up on (it answered 503), and how to undo it. */
+type Abandoned =
+  /** A checkout's hold (undo: cancel it); one that expired is released by the sweep anyway (sale clock, ms). */
+  | { kind: 'hold', sale: Sale, code: string, expiresAt: number }
+  /** A purchase's redemption (undo: back to reserved), by its token: only that redemption is undone. */
+  | { kind: 'redemption', sale: Sale, code: string, token: string }
+
+const abandonedKey = (d: Abandoned): string => `${d.kind}:${d.code}:${d.kind === 'redemption' ? d.token : ''}`
 
 /** How long a request waits for another instance's rebuild of a lost sale before a 503. */
 const REBUILD_WAIT_MS = 5000
@@ -123,6 +141,11 @@ export class SaleService {
   /** Items of sale `#unrecordedSaleId` that Redis counts as sold without a purchase row -> first seen (wall clock). */
   #unrecorded = new Map<number, number>()
   #unrecordedSaleId: number | null = null
+  /** Redis decisions this instance gave up on that may have run, until undone (see #abandon). */
+  readonly #abandoned = new Map<string, Abandoned>()
+  /** Names this instance's redemptions (with a counter) apart from any other instance's. */
+  /** Abandoned decisions past MAX_ABANDONED since settleAbandoned last logged them. */
+  #abandonedDropped = 0
 
   constructor (deps: SaleServiceDeps) {
     this.#deps = deps
@@ -246,7 +269,8 @@ export class SaleService {
     const code = newCheckoutCode()
     const expiresAt = Math.min(now + rules.checkoutTtlMs, sale.endsAt)
     const status = await this.#orUnavailable(
-      this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt, rules.checkoutRateLimit), (s) => s === 'no_sale'),
+      this.#decide(sale, () => inventory.reserveItem(sale, userId, itemId, code, now, expiresAt, rules.checkoutRateLimit), (s) => s === 'no_sale')
+        .catch((error: unknown) => this.#abandon(error, { sale, code, kind: 'hold', expiresAt })),
       attempt)
     if (status === 'no_sale') {
       await this.#record({ ...attempt, outcome: 'service_unavailable', code: null, expiresAt: null })
@@ -381,9 +405,12 @@ export class SaleService {
       // redemption's purchase, given up on, committed after all: it is this code's purchase. Or
       // (only after a commit the service had given up on) the item has another purchase: Redis
       // keeps counting it sold, as Postgres does.
-      const { settled, purchase, released } = await repository.settlementOf(sale, code, token).catch(toUnavailable)
+      const settlement = await repository.settlementOf(sale, code, token).catch(toUnavailable)
+      const { settled, purchase, released } = settlement
       if (purchase !== null) return bought(purchase)
-      if (settled === 'voided') {
+      // Or Postgres never recorded the code (the hold of a checkout decision the service had given
+      // up on): it can never buy, and its item goes back on sale.
+      if (settled === 'voided' || !settlement.recorded) {
         await this.#giveBack(sale, code)
         throw new SaleRefusal('code_expired')
       }
@@ -397,8 +424,11 @@ export class SaleService {
     }
   }
 
+  /** One redemption by `token`; if its answer never came, it is undone (see #abandon). */
   #redeem (sale: Sale, code: string, now: number, token: string): Promise<RedeemResult> {
-    return this.#decide(sale, () => this.#deps.inventory.redeemCode(sale, code, now, token), (r) => r.status === 'no_sale').catch(toUnavailable)
+    return this.#decide(sale, () => this.#deps.inventory.redeemCode(sale, code, now, token), (r) => r.status === 'no_sale')
+      .catch((error: unknown) => this.#abandon(error, { sale, code, kind: 'redemption', token }))
+      .catch(toUnavailable)
   }
 
   /**
@@ -595,6 +625,59 @@ export class SaleService {
     const now = this.now()
     const sale = this.#preparedAt(now)
     return sale === null ? 0 : this.#deps.inventory.releaseExpired(sale, now)
+  }
+
+  /**
+   * A decision whose answer never came (a command timeout, a connection lost while it was in
+   * flight): the client gets a 503, so whatever the decision did must be undone. Redis reads past
+   * its deadline do nothing (Inventory), but one read just before its deadline whose answer came
+   * late did run. Its undo is sent now: after the decision in any case (sent after the client gave
+   * up, and on the same connection right behind it), so it undoes that decision or finds nothing
+   * to undo, and never anything else (a hold by its own code, a redemption by its token). Until
+   * Redis answers it, settleAbandoned sends it again. Rethrows `error`.
+   */
+  #abandon (error: unknown, decision: Abandoned): never {
+    if (mayHaveRun(error)) {
+      if (this.#abandoned.size < MAX_ABANDONED) {
+        this.#abandoned.set(abandonedKey(decision), decision)
+        this.#undoAbandoned(decision).catch(() => {})
+      } else {
+        this.#abandonedDropped++
+      }
+    }
+    throw error
+  }
+
+  /** Undoes one abandoned decision; forgets it once Redis answered. */
+  async #undoAbandoned (decision: Abandoned): Promise<void> {
+    const { inventory } = this.#deps
+    if (decision.kind === 'hold') await inventory.cancelReservation(decision.sale, decision.code)
+    else await inventory.undoRedeem(decision.sale, decision.code, decision.token)
+    this.#abandoned.delete(abandonedKey(decision))
+  }
+
+  /**
+   * Sends again the undos of decisions given up on (#abandon) that Redis has not answered yet
+   * (it was stalled or away); run periodically. Cheap when there are none. Returns how many are
+   * left. A hold past its expiry, or of a sale this instance no longer serves, is dropped: the
+   * sweep releases the one, and the other is over.
+   */
+  async settleAbandoned (): Promise<number> {
+    if (this.#abandonedDropped > 0) {
+      this.#deps.log.error({ dropped: this.#abandonedDropped, max: MAX_ABANDONED }, 'too many abandoned Redis decisions: some are not undone (their holds expire; their redemptions are left to the purchase reconciler)')
+      this.#abandonedDropped = 0
+    }
+    if (this.#abandoned.size === 0) return 0
+    // While Redis is known down each undo would only wait out its timeout.
+    this.#deps.redisReadiness.assertUp()
+    const now = this.now()
+    const serving = new Set([...this.#prepared.values()].map((sale) => sale.id))
+    for (const [key, decision] of this.#abandoned) {
+      if (!serving.has(decision.sale.id) || (decision.kind === 'hold' && decision.expiresAt <= now)) this.#abandoned.delete(key)
+    }
+    const batch = [...this.#abandoned.values()].slice(0, SETTLE_ABANDONED_BATCH)
+    await Promise.all(batch.map((decision) => this.#undoAbandoned(decision).catch(() => {})))
+    return this.#abandoned.size
   }
 
   /** Runs one Redis decision; if Redis lost the sale, restores it from Postgres and decides again. */

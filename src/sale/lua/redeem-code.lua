@@ -1,12 +1,20 @@
 -- redeemCode: the purchase decision.
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute),
--- ARGV[4] this redemption's token (kept in the code's record: undoRedeem names it, the purchase carries it)
+-- ARGV[4] the deadline (ms, this server's clock: lib/deadline.lua), ARGV[5] this redemption's token
+-- (kept in the code's record: undoRedeem names it, the purchase carries it)
 -- Returns { status, item, user, bought }: status 'ok' | 'no_sale' (Redis lost the sale: see sale_lost)
---   | 'unknown_code' | 'code_used' | 'code_expired';
+--   | 'unknown_code' | 'code_used' | 'code_expired' | 'too_late' (read past its deadline: the service
+--   answered 503 already, so it did nothing; the second field is the server's time in ms);
 -- item/user/bought only with 'ok' (bought = the user's purchases in this sale, this one included).
 -- Invariants: a code is redeemed at most once (the state flips R -> P atomically, so two
--- redemptions in the same millisecond see different states); an expired code never buys.
+-- redemptions in the same millisecond see different states); an expired code never buys; a
+-- decision the service gave up on changes nothing. The token in the code's record lets an undo
+-- (a redemption whose answer was lost, or whose purchase was fenced off) undo that one alone.
+local late = past_deadline(ARGV[4])
+if late then
+  return { 'too_late', late }
+end
 if sale_lost() then
   return { 'no_sale' }
 end
@@ -27,7 +35,7 @@ if tonumber(ARGV[2]) >= tonumber(expires) or redis.call('HGET', KEYS[2], item) ~
 end
 
 redis.call('HSET', KEYS[2], item, 'sold')
-redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user .. '|' .. ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user .. '|' .. ARGV[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
 local bought = redis.call('HINCRBY', KEYS[5], user, 1)

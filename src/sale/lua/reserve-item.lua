@@ -5,16 +5,24 @@
 -- ARGV[7] key expiry (ms, absolute)
 -- Abuse limit (lib/rate-limit.lua): KEYS[7] the per-user counts of the current rate window,
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
+-- ARGV[10] the deadline (ms, this server's clock: lib/deadline.lua)
 -- Returns a status string, or a table for a hold of the user's own: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
 --   | 'not_open' (before the sale's start) | 'no_active_sale' (sale ended) | 'unknown_item' | 'sold_out' | 'item_sold' | 'item_reserved'
 --   | 'user_limit_reached'
 --   | { 'already_reserved_by_you', code, expiry (ms) }: the live hold is this user's own, and its code
 --     goes back to them (their first answer may have been lost)
 --   | 'rate_limited' (counted first: a limited try decides nothing)
+--   | { 'too_late', server time (ms) }: read past its deadline (the service answered 503 already), so
+--     it did nothing at all
 -- Invariants: an item is held by at most one code or sold once; a user's holds + purchases
 -- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
 -- the clock decides here (a sale is seeded before it opens). Expired holds are swept first so
--- returned stock sells again.
+-- returned stock sells again. A decision the service gave up on changes nothing.
+local late = past_deadline(ARGV[10])
+if late then
+  return { 'too_late', late }
+end
+
 if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9]) then
   return 'rate_limited'
 end

@@ -1,6 +1,6 @@
 -- undoRedeem: compensation when Postgres did not commit a purchase that redeemCode allowed, and
 -- never will (it was never sent, rolled back, or was fenced off: see releaseRedemptions in
--- src/sale-repository.ts).
+-- src/sale/repository.ts).
 -- KEYS: the six sale keys (see lib/release.lua).
 -- ARGV[1] checkout code, ARGV[2] the redemption's token
 -- Returns 1 when the purchase was undone (the code holds its item again, until its own expiry),

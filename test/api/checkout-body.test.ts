@@ -30,7 +30,7 @@ test('a checkout with a valid query and an unreadable body is refused with a 4xx
   await new Promise((resolve) => socket.on('close', resolve))
 
   const users = [...cases.map((c) => c.user), 'short']
-  await waitFor(async () => (await sql(app, 'SELECT 1 FROM checkout_attempts WHERE user_id = $1', ['short'])).length === 1, 5000).catch(() => {})
+  await waitFor('the cut-short body\'s invalid_request row for user \'short\'', async () => (await sql(app, 'SELECT 1 FROM checkout_attempts WHERE user_id = $1', ['short'])).length === 1, 5000).catch(() => {})
   const rows = await sql<{ user_id: string, item_id: number, outcome: string }>(app,
     'SELECT user_id, item_id, outcome FROM checkout_attempts WHERE user_id = ANY($1) ORDER BY id', [users])
   assert.deepEqual(rows, users.map((user) => ({ user_id: user, item_id: 7, outcome: 'invalid_request' })))

@@ -34,7 +34,7 @@ test('an accepted checkout that Postgres does not commit is a 503 and its item g
   await restore()
   assert.equal((await checkout(app, 'user_id=alice&id=1')).statusCode, 200, 'the same user takes the same item')
   // The failed attempt is a row too: its 503, written from the spool (the trigger lets that one through).
-  await waitFor(async () => app.attemptSpool.bytes === 0, 5000)
+  await waitFor('the spool to be replayed into Postgres (0 bytes left)', async () => app.attemptSpool.bytes === 0, 5000, () => app.attemptSpool.bytes)
   const rows = await sql<{ outcome: string }>(app, "SELECT outcome FROM checkout_attempts WHERE user_id = 'alice' ORDER BY outcome")
   assert.deepEqual(rows.map((r) => r.outcome), ['accepted', 'service_unavailable'], 'nothing half-written by the failed attempt')
 })

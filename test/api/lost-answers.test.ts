@@ -29,7 +29,7 @@ test('an answer lost after the commit: the retry of a checkout gets its code bac
   const rows = (text: string) => sql<{ n: number }>(app, text).then((r) => r[0]?.n ?? 0)
 
   await sendAndHangUp(port, '/checkout?user_id=dana&id=6')
-  await waitFor(async () => await rows("SELECT count(*)::int AS n FROM checkout_attempts WHERE user_id = 'dana' AND outcome = 'accepted'") === 1, 5000)
+  await waitFor('dana\'s accepted checkout row to commit', async () => await rows("SELECT count(*)::int AS n FROM checkout_attempts WHERE user_id = 'dana' AND outcome = 'accepted'") === 1, 5000)
   const retry = await checkout(app, 'user_id=dana&id=6')
   assert.equal(retry.statusCode, 409)
   assert.equal(retry.json().error, 'already_reserved_by_you')
@@ -37,7 +37,7 @@ test('an answer lost after the commit: the retry of a checkout gets its code bac
   assert.equal(retry.json().code, accepted?.code, 'the code of the checkout whose answer was lost')
 
   await sendAndHangUp(port, `/purchase?code=${retry.json().code as string}`)
-  await waitFor(async () => await rows("SELECT count(*)::int AS n FROM purchases WHERE user_id = 'dana'") === 1, 5000)
+  await waitFor('dana\'s purchase row to commit', async () => await rows("SELECT count(*)::int AS n FROM purchases WHERE user_id = 'dana'") === 1, 5000)
   const again = await purchase(app, retry.json().code)
   assert.equal(again.statusCode, 409)
   assert.equal(again.json().error, 'code_used')

@@ -40,7 +40,7 @@ test('partitions exist ahead of the next sales, and the maintenance timer adds t
   assert.equal(await dayOfAttempt('2031-03-05T00:00:30.000Z', 'early'), 'checkout_attempts_p20310305')
 
   clock.set('2031-03-06T00:30:00.000Z')
-  await waitFor(async () => (await attachedDays(app)).includes('purchases 2031-03-09'), 5000)
+  await waitFor('the purchases partition of 2031-03-09 to be attached', async () => (await attachedDays(app)).includes('purchases 2031-03-09'), 5000, () => attachedDays(app))
   assert.deepEqual(await attachedDays(app), bothTables(daysFrom(Date.parse('2031-03-04T00:00:00.000Z'), 6)))
 })
 

@@ -26,7 +26,7 @@ async function twoInstances (t: TestContext) {
 }
 
 /** Waits until a statement starting with `prefix` waits on a lock (pg_stat_activity). */
-const waitingOnLock = (config: Config, prefix: string) => waitFor(async () => {
+const waitingOnLock = (config: Config, prefix: string) => waitFor(`a statement starting with ${prefix} to wait on a lock`, async () => {
   const client = new pg.Client({ connectionString: config.DATABASE_URL })
   await client.connect()
   try {

@@ -57,6 +57,6 @@ test('a preparation that fails at start-up does not stop the service: it starts,
   assert.match(refused.json().message, /could not be prepared/)
 
   await holder.query('COMMIT')
-  await waitFor(async () => (await app.inject('/')).json().sale?.id === 1, 5000)
+  await waitFor('the roll to open sale 1', async () => (await app.inject('/')).json().sale?.id === 1, 5000, async () => (await app.inject('/')).json().sale)
   assert.equal((await checkout(app, 'user_id=a&id=1')).statusCode, 200)
 })

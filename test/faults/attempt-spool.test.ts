@@ -111,13 +111,13 @@ test('Postgres stopped under load: every checkout request read is a row once it 
   await sleep(2000)
   postgres.start()
   const startedAt = Date.now()
-  await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
+  await waitFor('/health to answer 200 after Postgres restarted', async () => (await app.inject('/health')).statusCode === 200, 10_000)
   await sleep(300)
   done.abort()
   await load
 
   assert.ok((statuses.get(503) ?? 0) > 0, `the outage was seen: ${JSON.stringify([...statuses])}`)
-  await waitFor(async () => app.attemptSpool.bytes === 0, 10_000)
+  await waitFor('the spool to be replayed into Postgres (0 bytes left)', async () => app.attemptSpool.bytes === 0, 10_000, () => app.attemptSpool.bytes)
   const [rows] = await sql<{ n: number }>(app, 'SELECT count(*)::int AS n FROM checkout_attempts')
   assert.equal(rows?.n, sent, 'one row per checkout request read')
   const [unavailable] = await sql<{ n: number, first: Date, last: Date }>(app,
@@ -144,7 +144,7 @@ test('a process killed while Postgres is away loses none of the attempts it answ
 
   postgres.start()
   await startService(t, config, { env })
-  await waitFor(async () => (await query<{ n: number }>(config, 'SELECT count(*)::int AS n FROM checkout_attempts'))[0]?.n === 31, 10_000)
+  await waitFor('the restarted service to replay the killed one\'s 30 spooled attempts (31 rows)', async () => (await query<{ n: number }>(config, 'SELECT count(*)::int AS n FROM checkout_attempts'))[0]?.n === 31, 10_000)
   const rows = await query<{ outcome: string, n: number }>(config, 'SELECT outcome, count(*)::int AS n FROM checkout_attempts GROUP BY outcome ORDER BY outcome')
   assert.deepEqual(rows, [{ outcome: 'accepted', n: 1 }, { outcome: 'service_unavailable', n: 30 }])
 })
@@ -157,7 +157,7 @@ test('a spooled attempt Postgres will never take is dropped alone, not holding t
   const attempt = { attemptId: newAttemptId(), saleId: null, saleStartsAt: null, userId: 'alice', itemId: 1, outcome: 'item_reserved', code: null, expiresAt: null, attemptedAt: now }
   await app.attemptSpool.append({ ...attempt, attemptId: newAttemptId(), saleId: 987654 }) // no such sale: a foreign key violation
   await app.attemptSpool.append(attempt)
-  await waitFor(async () => app.attemptSpool.bytes === 0, 5000)
+  await waitFor('the spool to be replayed into Postgres (0 bytes left)', async () => app.attemptSpool.bytes === 0, 5000, () => app.attemptSpool.bytes)
   const rows = await sql<{ attempt_id: string, outcome: string }>(app, 'SELECT replace(attempt_id::text, \'-\', \'\') AS attempt_id, outcome FROM checkout_attempts')
   assert.deepEqual(rows, [{ attempt_id: attempt.attemptId, outcome: 'service_unavailable' }])
 })

@@ -15,7 +15,7 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
   const redisPort = await freePort()
   let redis = startRedis(redisPort)
   t.after(() => kill(redis))
-  await waitFor(() => pingRedis(redisPort), 5000)
+  await waitFor(`redis-server on port ${redisPort} to answer PING`, () => pingRedis(redisPort), 5000)
   const spoolDir = mkdtempSync(join(tmpdir(), 'flash-spool-'))
   t.after(() => rmSync(spoolDir, { recursive: true, force: true }))
   const config = isolatedConfig(t, {
@@ -58,15 +58,15 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
     postgres.stall()
     await sleep(3000)
     postgres.resume()
-    await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
-    if (await waitFor(rewrittenAfter503, 12_000).then(() => true, () => false)) break
+    await waitFor('/health to answer 200 after the Postgres stall', async () => (await app.inject('/health')).statusCode === 200, 10_000)
+    if (await waitFor('a row committed after its 503 to be rewritten by the spool', rewrittenAfter503, 12_000).then(() => true, () => false)) break
   }
   await sleep(500)
   done.abort()
   await load
   assert.ok(refusedUnavailable > 0, 'the stall was seen by the clients')
   // Whatever the service still has to settle with Postgres it does by itself, within seconds.
-  await waitFor(async () => /^flash_sale_spool_bytes 0$/m.test((await app.inject('/metrics')).body), 10_000).catch(() => {})
+  await waitFor('the spool to be replayed into Postgres (flash_sale_spool_bytes 0)', async () => /^flash_sale_spool_bytes 0$/m.test((await app.inject('/metrics')).body), 10_000).catch(() => {})
 
   // Every item a 503'd checkout let go of is free for someone else: a sweeper takes all free items.
   for (let item = 1; item <= ITEMS; item++) {
@@ -75,7 +75,7 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
   }
 
   // The stall did what it is for: rows committed behind their 503s, and the spool rewrote them.
-  await waitFor(rewrittenAfter503, 15_000)
+  await waitFor('a row committed after its 503 to be rewritten by the spool', rewrittenAfter503, 15_000)
     .catch(() => assert.fail('no checkout committed after its 503: the stall missed every batch'))
 
   // Postgres holds no accepted checkout that its client was not told about.
@@ -86,8 +86,8 @@ test('checkouts whose commit stalled past the timeout never hold an item, even a
   // Redis restarts empty and is rebuilt from Postgres.
   await kill(redis)
   redis = startRedis(redisPort)
-  await waitFor(() => pingRedis(redisPort), 5000)
-  await waitFor(async () => (await app.inject('/')).json().sale?.held === acknowledged.size, 10_000).catch(() => {})
+  await waitFor(`the restarted redis-server on port ${redisPort} to answer PING`, () => pingRedis(redisPort), 5000)
+  await waitFor('the rebuilt sale to hold exactly the acknowledged codes', async () => (await app.inject('/')).json().sale?.held === acknowledged.size, 10_000, async () => (await app.inject('/')).json().sale?.held).catch(() => {})
 
   // Every 200 buys its item; afterwards nothing is held: no 503'd code holds an item.
   const lost: string[] = []
@@ -118,7 +118,7 @@ test('a checkout whose row commits after a rebuild of Redis read Postgres is not
   const keys = await redis.keys(`${config.REDIS_KEY_PREFIX}*`)
   await redis.del(...keys)
   const bob = checkout(app, 'user_id=bob&id=2')
-  await waitFor(async () => (await metaKeys()).length === 1, 5000)
+  await waitFor('the rebuild to have created the sale\'s meta key', async () => (await metaKeys()).length === 1, 5000, () => metaKeys())
   await locker.query('COMMIT')
 
   for (const [who, res] of [['alice', await alice], ['bob', await bob]] as const) {

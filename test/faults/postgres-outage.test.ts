@@ -36,7 +36,7 @@ test('Postgres stopped under load: fast 503s, nothing acknowledged unrecorded, r
 
   // The outage must start after a checkout was acknowledged: its code is bought below. (A fixed
   // 300 ms sleep here failed one run in three on a loaded machine, before the first 200.)
-  await waitFor(async () => acknowledged.length > 0, 10_000)
+  await waitFor('a first acknowledged checkout', async () => acknowledged.length > 0, 10_000)
   postgres.stop()
   await sleep(300)
   const health = await app.inject('/health')
@@ -51,7 +51,7 @@ test('Postgres stopped under load: fast 503s, nothing acknowledged unrecorded, r
   postgres.start()
   for (let i = 0; i < 100 && (await app.inject('/health')).statusCode !== 200; i++) await sleep(100)
   // Recovered when the load sees 200s again (on a loaded machine that may take a moment).
-  await waitFor(async () => statuses.at(-1) === 200, 10_000).catch(() => {})
+  await waitFor('the last checkout to answer 200 after Postgres restarted', async () => statuses.at(-1) === 200, 10_000, () => statuses.at(-1)).catch(() => {})
   done.abort()
   await load
 

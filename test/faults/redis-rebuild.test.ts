@@ -80,7 +80,7 @@ test('Redis killed and restarted empty: fast 503s meanwhile, then recovery witho
   const port = 17000 + Math.floor(Math.random() * 2000)
   let redis = startRedis(port)
   t.after(() => { redis.kill('SIGKILL') })
-  await waitFor(() => pingRedis(port), 5000)
+  await waitFor(`redis-server on port ${port} to answer PING`, () => pingRedis(port), 5000)
 
   const config = isolatedConfig(t, { REDIS_URL: `redis://127.0.0.1:${port}`, SALE_ITEMS: 10 })
   const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
@@ -99,8 +99,8 @@ test('Redis killed and restarted empty: fast 503s meanwhile, then recovery witho
   assert.equal((await app.inject('/health')).statusCode, 503)
 
   redis = startRedis(port) // empty: it kept nothing on disk
-  await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
-  await waitFor(async () => (await checkout(app, 'user_id=zed&id=1')).json().error === 'item_sold', 5000)
+  await waitFor('/health to answer 200 after Redis restarted empty', async () => (await app.inject('/health')).statusCode === 200, 10_000)
+  await waitFor('item 1 to answer item_sold after the rebuild', async () => (await checkout(app, 'user_id=zed&id=1')).json().error === 'item_sold', 5000)
   assert.equal((await checkout(app, 'user_id=zed&id=2')).json().error, 'item_reserved')
   assert.equal((await purchase(app, held)).statusCode, 200)
   assert.equal((await checkout(app, 'user_id=carol&id=3')).statusCode, 200)

@@ -44,7 +44,7 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
   const redisPort = await freePort()
   let redis = startRedis(redisPort)
   t.after(() => kill(redis))
-  await waitFor(() => pingRedis(redisPort), 5000)
+  await waitFor(`redis-server on port ${redisPort} to answer PING`, () => pingRedis(redisPort), 5000)
 
   const config = isolatedConfig(t, { REDIS_URL: `redis://127.0.0.1:${redisPort}`, SALE_ITEMS: ITEMS, USER_LIMIT: LIMIT, CHECKOUT_TTL_SECONDS: 2 })
   let service: Service = await startService(t, config, { env: SERVICE_ENV })
@@ -149,7 +149,7 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
       await kill(redis)
       await sleep(1000) // down for a second: requests meanwhile get 503s
       redis = startRedis(redisPort) // empty: no persistence, the sale is rebuilt from Postgres
-      await waitFor(() => pingRedis(redisPort), 5000)
+      await waitFor(`the restarted redis-server on port ${redisPort} to answer PING`, () => pingRedis(redisPort), 5000)
     } else {
       faults.serviceKills++
       await kill(service.child)
@@ -161,7 +161,7 @@ test(`soak: ${SOAK_SECONDS} s of mixed load under Redis, Postgres and process fa
 
   // Faults stopped: the service recovers by itself (holds of dead codes expire, purchases the
   // killed process never recorded are undone after the settle time), and the sale sells out.
-  await waitFor(async () => (await fetch(`${service.url}/health`)).ok, 10_000)
+  await waitFor('the service\'s /health to answer 200 after the faults', async () => (await fetch(`${service.url}/health`)).ok, 10_000)
   const recorded = async () => (await query<{ n: number }>(config, 'SELECT count(*)::int AS n FROM purchases'))[0]?.n ?? 0
   const everyItem = Array.from({ length: ITEMS }, (_, i) => i + 1)
   let unsold = everyItem

@@ -37,7 +37,7 @@ test('an instance frozen in the middle of a preparation does not keep the other 
     const service = await startService(t, config, {
       env: { SALE_PREPARE_SECONDS: '55', CLOCK_SOURCE: 'local', LD_PRELOAD: libfaketime, FAKETIME: '@2031-03-04 13:58:55', FAKETIME_DONT_FAKE_MONOTONIC: '1' }
     })
-    await waitFor(async () => (await holder.query(
+    await waitFor('the frozen instance to wait on the sales advisory lock', async () => (await holder.query(
       `SELECT 1 FROM pg_locks w JOIN pg_locks h ON h.locktype = w.locktype AND h.classid = w.classid AND h.objid = w.objid AND h.objsubid = w.objsubid
        WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted AND h.pid = pg_backend_pid()`)).rowCount === 1, 15_000)
     service.child.kill('SIGSTOP')
@@ -53,7 +53,7 @@ test('an instance frozen in the middle of a preparation does not keep the other 
   await sleep(2000)
   clock.set('2031-03-04T14:00:00.000Z')
   const answers: string[] = []
-  await waitFor(async () => {
+  await waitFor('the healthy instance to answer 200 at 14:00', async () => {
     const res = await checkout(healthy, 'user_id=a&id=1')
     answers.push(`${res.statusCode} ${res.json().error ?? ''}`)
     return res.statusCode === 200
@@ -63,7 +63,7 @@ test('an instance frozen in the middle of a preparation does not keep the other 
 
   // And the frozen one, thawed, carries on (its clock is past 14:00 too by now): it sells, it did not crash.
   child.kill('SIGCONT')
-  await waitFor(async () => (await fetch(`${url}/checkout?user_id=b&id=2`, { method: 'POST' })).status === 200, 5000)
+  await waitFor('the thawed instance to answer a checkout 200', async () => (await fetch(`${url}/checkout?user_id=b&id=2`, { method: 'POST' })).status === 200, 5000)
   assert.equal(child.exitCode, null, 'the thawed instance is still running')
 })
 

@@ -45,7 +45,7 @@ test('Redis killed for 10 s under load: every answer meanwhile is a 503 + Retry-
   const port = 17000 + Math.floor(Math.random() * 2000)
   let redis = startRedis(port)
   t.after(() => kill(redis))
-  await waitFor(() => pingRedis(port), 5000)
+  await waitFor(`redis-server on port ${port} to answer PING`, () => pingRedis(port), 5000)
 
   const config = isolatedConfig(t, { REDIS_URL: `redis://127.0.0.1:${port}`, SALE_ITEMS: 1000, USER_LIMIT: 1000 })
   const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
@@ -63,7 +63,7 @@ test('Redis killed for 10 s under load: every answer meanwhile is a 503 + Retry-
   await sleep(OUTAGE_MS)
   redis = startRedis(port) // empty: it kept nothing on disk
   const up = performance.now()
-  await waitFor(async () => answers.at(-1)?.status !== 503 && answers.some((a) => a.started > up && a.path === '/checkout' && a.status === 200), 10_000)
+  await waitFor('a checkout started after Redis came back to answer 200', async () => answers.at(-1)?.status !== 503 && answers.some((a) => a.started > up && a.path === '/checkout' && a.status === 200), 10_000, () => answers.at(-1))
     .catch(() => {})
   const recovered = answers.find((a) => a.started > up && a.path === '/checkout' && a.status === 200)
   await sleep(300)
@@ -97,7 +97,7 @@ test('Redis hanging (SIGSTOP) with its socket open: once a heartbeat times out, 
   const port = 17000 + Math.floor(Math.random() * 2000)
   const redis = startRedis(port)
   t.after(async () => { redis.kill('SIGCONT'); await kill(redis) })
-  await waitFor(() => pingRedis(port), 5000)
+  await waitFor(`redis-server on port ${port} to answer PING`, () => pingRedis(port), 5000)
   const commandTimeoutMs = 300
   const config = isolatedConfig(t, { REDIS_URL: `redis://127.0.0.1:${port}`, SALE_ITEMS: 1000, USER_LIMIT: 1000, REDIS_COMMAND_TIMEOUT_MS: commandTimeoutMs })
   const app = await buildTestApp(t, config, new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
@@ -111,7 +111,7 @@ test('Redis hanging (SIGSTOP) with its socket open: once a heartbeat times out, 
   await sleep(3000)
   redis.kill('SIGCONT')
   const resumed = performance.now()
-  await waitFor(async () => answers.some((a) => a.started > resumed && a.path === '/checkout' && a.status === 200), 5000).catch(() => {})
+  await waitFor('a checkout started after the resume to answer 200', async () => answers.some((a) => a.started > resumed && a.path === '/checkout' && a.status === 200), 5000, () => answers.at(-1)).catch(() => {})
   stop.abort()
   await load
 

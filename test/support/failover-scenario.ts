@@ -65,9 +65,9 @@ export async function failoverUnderLoad (t: TestContext, config: Config, app: Fa
   const replicaOffset = await replicationOffset(replica, 'slave_repl_offset').finally(() => replica.disconnect())
   assert.ok(primaryOffset > replicaOffset, `the replica missed writes (primary at ${primaryOffset}, replica at ${replicaOffset})`)
 
-  await waitFor(failover.promoted, 20_000)
+  await waitFor('the replica to be promoted', failover.promoted, 20_000)
   const before = statuses.get(200) ?? 0
-  await waitFor(async () => (statuses.get(200) ?? 0) > before + 20, 30_000)
+  await waitFor('20 more checkouts answered 200 after the failover', async () => (statuses.get(200) ?? 0) > before + 20, 30_000, () => Object.fromEntries(statuses))
   const recoveredMs = Date.now() - killedAt
   acks.stop = true
   await load

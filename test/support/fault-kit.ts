@@ -27,11 +27,30 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-/** Polls `check` every 50 ms until it holds; a throw counts as "not yet". */
-export async function waitFor (check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check().catch(() => false)) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
+/**
+ * Polls `check` every 50 ms until it holds; a throw counts as "not yet". On timeout the error
+ * names the condition (`description`: what was awaited, e.g. 'the spool to be empty') and what
+ * was last seen: how the last check failed, and `observe()` if given (called once, at the
+ * timeout, so it may cost a query).
+ */
+export async function waitFor (description: string, check: () => Promise<boolean>, ms: number, observe?: () => unknown): Promise<void> {
+  const started = Date.now()
+  for (;;) {
+    let last = 'returned false'
+    const held = await check().catch((error: unknown) => {
+      last = `threw ${error instanceof Error ? error.message : String(error)}`
+      return false
+    })
+    if (held) return
+    if (Date.now() - started > ms) {
+      let observed = ''
+      if (observe !== undefined) {
+        observed = await Promise.resolve().then(observe).then(
+          (value) => `; observed: ${typeof value === 'string' ? value : JSON.stringify(value)}`,
+          (error: unknown) => `; observing failed: ${String(error)}`)
+      }
+      throw new Error(`timed out after ${ms} ms waiting for ${description} (last check ${last}${observed})`)
+    }
     await sleep(50)
   }
 }

@@ -74,10 +74,10 @@ export async function startCluster (t: TestContext, replicasEach = 0): Promise<R
   for (let i = 0; i < 3 * (1 + replicasEach); i++) ports.push(await clusterPort())
   const processes = new Map(ports.map((port) => [port, spawnIn('redis-server', [...redisArgs(port), '--cluster-enabled', 'yes',
     '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000'])]))
-  for (const port of ports) await waitFor(() => pingRedis(port), 5000)
+  for (const port of ports) await waitFor(`redis-server on port ${port} to answer PING`, () => pingRedis(port), 5000)
   await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`),
     '--cluster-replicas', String(replicasEach), '--cluster-yes'])
-  await waitFor(async () => {
+  await waitFor('every cluster node to report cluster_state:ok with its replicas in sync', async () => {
     let replicasInSync = 0
     for (const port of ports) {
       if (!String(await redisCommand(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok')) return false
@@ -120,7 +120,7 @@ export async function startSentinels (t: TestContext): Promise<SentinelGroup> {
   const replicaPort = await freePort()
   const primary = spawnIn('redis-server', redisArgs(primaryPort))
   const replica = spawnIn('redis-server', [...redisArgs(replicaPort), '--replicaof', '127.0.0.1', String(primaryPort)])
-  await waitFor(async () => String(await redisCommand(replicaPort, 'INFO', 'replication')).includes('master_link_status:up'), 10_000)
+  await waitFor(`the replica on port ${replicaPort} to report master_link_status:up`, async () => String(await redisCommand(replicaPort, 'INFO', 'replication')).includes('master_link_status:up'), 10_000)
 
   const sentinelPorts = [await freePort(), await freePort(), await freePort()]
   for (const port of sentinelPorts) {
@@ -136,7 +136,7 @@ export async function startSentinels (t: TestContext): Promise<SentinelGroup> {
     ].join('\n') + '\n')
     spawnIn('redis-sentinel', [conf])
   }
-  await waitFor(async () => {
+  await waitFor('every sentinel to see one replica and two other sentinels', async () => {
     for (const port of sentinelPorts) {
       const replicas = await redisCommand(port, 'SENTINEL', 'REPLICAS', name) as unknown[]
       const others = await redisCommand(port, 'SENTINEL', 'SENTINELS', name) as unknown[]

@@ -48,7 +48,7 @@ async function startHaproxy (t: TestContext, services: Service[]): Promise<strin
     rmSync(dir, { recursive: true, force: true })
   })
   const url = `http://127.0.0.1:${port}`
-  await waitFor(async () => (await fetch(`${url}/health`)).status === 200, 10_000)
+  await waitFor('HAProxy to route /health to a service answering 200', async () => (await fetch(`${url}/health`)).status === 200, 10_000)
   return url
 }
 
@@ -94,7 +94,7 @@ test('three instances behind HAProxy, one SIGKILLed under load: only 200/4xx/502
   await kill(victim.child)
   const killedAt = Date.now()
   try {
-    await waitFor(async () => await recorded() === ITEMS, 40_000)
+    await waitFor(`all ${ITEMS} items to be recorded as purchases after one instance was killed`, async () => await recorded() === ITEMS, 40_000, () => recorded())
   } finally {
     acks.stop = true
     await load

@@ -45,7 +45,7 @@ async function startPgBouncer (t: TestContext, config: Config, connectQuery: str
     rmSync(dir, { recursive: true, force: true })
   })
   const url = `postgres://postgres@127.0.0.1:${port}/flash`
-  await waitFor(async () => {
+  await waitFor(`PgBouncer on port ${port} to accept a connection`, async () => {
     const client = new pg.Client({ connectionString: url })
     try { await client.connect(); return true } finally { await client.end().catch(() => {}) }
   }, 5000)

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { healthSchema, rootSchema } from '../schemas/ops.js'
+import type { SpoolStats } from '../src/db/attempt-spool.js'
 import { withDeadline } from '../src/lib/deadline.js'
 import { RedisUnavailableError } from '../src/redis/readiness.js'
 import { packageInfo } from '../src/package-info.js'
@@ -20,6 +21,15 @@ async function probe (check: () => Promise<unknown>) {
   }
 }
 
+/** The spool's part of /health: shown, never a reason for a 503 (the service answers without it). */
+const spoolHealth = (stats: SpoolStats, bytes: number) => ({
+  ok: stats.ok,
+  bytes,
+  dropped: stats.dropped,
+  quarantined: stats.quarantined,
+  ...(stats.lastError !== null && { error: stats.lastError })
+})
+
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config } = fastify
 
@@ -34,7 +44,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     ])
     const ok = postgres.ok && redis.ok
     if (!ok) reply.header('retry-after', 1)
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', postgres, redis })
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', postgres, redis, spool: spoolHealth(fastify.attemptSpool.stats, fastify.attemptSpool.bytes) })
   })
 
   fastify.get('/', { schema: rootSchema }, async () => {

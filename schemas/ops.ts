@@ -7,10 +7,19 @@ const Dependency = Type.Object({
   error: Type.Optional(Type.String({ description: 'Why the probe failed' }))
 })
 
+const SpoolHealth = Type.Object({
+  ok: Type.Boolean({ description: 'False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status' }),
+  bytes: Type.Integer({ description: 'Spooled attempts not written to Postgres yet' }),
+  dropped: Type.Integer({ description: 'Attempts answered 503 that the spool could not keep since start: unrecorded' }),
+  quarantined: Type.Integer({ description: 'Malformed spool lines moved aside unreplayed since start' }),
+  error: Type.Optional(Type.String({ description: 'Why the last attempt was dropped, while `ok` is false' }))
+}, { description: 'The attempt spool, where checkout attempts wait that Postgres could not take' })
+
 export const HealthResponse = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
   postgres: Dependency,
-  redis: Dependency
+  redis: Dependency,
+  spool: SpoolHealth
 }, { title: 'HealthResponse' })
 
 export const healthSchema = {

@@ -452,6 +452,19 @@ export interface paths {
                                 latency_ms: number;
                                 ok: boolean;
                             };
+                            /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
+                            spool: {
+                                /** @description Spooled attempts not written to Postgres yet */
+                                bytes: number;
+                                /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
+                                dropped: number;
+                                /** @description Why the last attempt was dropped, while `ok` is false */
+                                error?: string;
+                                /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
+                                ok: boolean;
+                                /** @description Malformed spool lines moved aside unreplayed since start */
+                                quarantined: number;
+                            };
                             status: "ok" | "unavailable";
                         };
                     };
@@ -495,6 +508,19 @@ export interface paths {
                                 /** @description Round trip of the probe */
                                 latency_ms: number;
                                 ok: boolean;
+                            };
+                            /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
+                            spool: {
+                                /** @description Spooled attempts not written to Postgres yet */
+                                bytes: number;
+                                /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
+                                dropped: number;
+                                /** @description Why the last attempt was dropped, while `ok` is false */
+                                error?: string;
+                                /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
+                                ok: boolean;
+                                /** @description Malformed spool lines moved aside unreplayed since start */
+                                quarantined: number;
                             };
                             status: "ok" | "unavailable";
                         } | {

@@ -703,7 +703,9 @@ export class SaleService {
   /**
    * Every checkout read is a row: if its batch fails (or Postgres cannot take it now), the attempt
    * goes to the spool, on disk before the client hears its 503, and is replayed when Postgres
-   * answers again. A full spool is counted and logged by its plugin; the 503 stands either way.
+   * answers again. An attempt the spool cannot keep (full, or its disk refused the write) it
+   * counts as dropped and logs (plugins/spool.ts); the 503 stands either way, which is what is
+   * true: no code was given, and the attempt may have no row.
    */
   async #record (attempt: CheckoutAttempt): Promise<void> {
     try {

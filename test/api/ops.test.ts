@@ -46,6 +46,7 @@ test('GET /health reports each dependency and answers 503 when one is down', asy
   assert.equal(healthy.json().status, 'ok')
   assert.equal(healthy.json().postgres.ok, true)
   assert.equal(healthy.json().redis.ok, true)
+  assert.deepEqual(healthy.json().spool, { ok: true, bytes: 0, dropped: 0, quarantined: 0 }, 'the attempt spool is shown too')
 
   app.redis.disconnect() // a real loss of the connection; ioredis is told not to come back
   const redisDown = await app.inject('/health')

@@ -54,7 +54,7 @@ test('the spool is bounded: past SPOOL_MAX_BYTES it refuses, says so once, and h
   assert.deepEqual(events.filter((e) => typeof e === 'string' && e.startsWith('dropped')), ['dropped:1', 'dropped:1'])
 })
 
-test('segments of a dead writer are claimed and replayed once; a live writer\'s are left alone; a torn last line is skipped', async (t) => {
+test('segments of a dead writer are claimed and replayed once; a live writer\'s are left alone; a torn last line is quarantined', async (t) => {
   const dir = tempDir(t)
   // pid 2^22 + 1 is above Linux's pid_max: that writer is certainly dead.
   writeFileSync(join(dir, '4194305-aaaaaaaaaaaa-0000000000000001.jsonl'), '{"n":1}\n{"n":2}\n{"n":')
@@ -68,7 +68,7 @@ test('segments of a dead writer are claimed and replayed once; a live writer\'s 
   assert.ok(a.bytes > 0, 'the dead writer\'s records count against the bound')
   const [fromA, fromB] = await Promise.all([collect(a), collect(b)])
   assert.deepEqual([...fromA, ...fromB].sort(), [1, 2], 'claimed by exactly one of the two')
-  assert.deepEqual(readdirSync(dir), ['1-bbbbbbbbbbbb-0000000000000001.jsonl'])
+  assert.deepEqual(readdirSync(dir).sort(), ['1-bbbbbbbbbbbb-0000000000000001.jsonl', 'quarantine-4194305-aaaaaaaaaaaa-0000000000000001.jsonl'])
 
   // An instance that closed with records left (Postgres away) is a dead writer for the next one.
   await a.append({ n: 3 })

@@ -63,6 +63,9 @@ export type RedeemResult =
   | { status: 'ok', itemId: number, userId: string, bought: number }
   | { status: 'no_sale' | 'unknown_code' | 'code_used' | 'code_expired' }
 
+/** The sale's per-user abuse-limit counts (src/sale/lua/lib/rate-limit.lua): one hash, in the sale's slot. */
+const rateKey = (sale: Sale): string => `${sale.tag}:rate`
+
 /** How long one instance may hold a sale's rebuild lock (a rebuild takes well under a second). */
 const REBUILD_LOCK_MS = 30_000
 /** Accepted checkouts replayed per restoreCodes call. */
@@ -88,8 +91,8 @@ interface SaleScripts {
 
 /** Each script's file, the helper files (src/sale/lua/lib/) prepended to it, and its key count. */
 const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
-  initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 6 },
-  restoreCodes: { file: 'restore-codes.lua', libs: [], keys: 6 },
+  initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 7 },
+  restoreCodes: { file: 'restore-codes.lua', libs: ['release.lua'], keys: 6 },
   reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua', 'deadline.lua'], keys: 7 },
   redeemCode: { file: 'redeem-code.lua', libs: ['release.lua', 'deadline.lua'], keys: 6 },
   undoRedeem: { file: 'undo-redeem.lua', libs: ['release.lua'], keys: 6 },
@@ -185,29 +188,30 @@ export class Inventory {
 
   /**
    * Replaces the sale's hot state with Postgres's records (caller holds the rebuild lock and
-   * the sale is not live, so no decision script runs meanwhile), then publishes the meta. All six
-   * keys go: a promoted replica's copy of the meta is stale, not missing.
+   * the sale is not live, so no decision script runs meanwhile), then publishes the meta. The
+   * first restoreCodes call clears what the server had (a promoted replica's copy is stale, not
+   * missing) inside the script, and always runs: no key of the sale is ever missing, so this
+   * works while the sale's Cluster slot is migrating too (see lib/release.lua).
    */
   async rebuild (sale: Sale, accepted: AcceptedCheckout[], now: number): Promise<void> {
-    await this.#redis.del(...sale.keys)
     const keyExpiry = sale.endsAt + KEY_RETENTION_MS
-    for (let i = 0; i < accepted.length; i += RESTORE_CHUNK) {
+    for (let i = 0; i === 0 || i < accepted.length; i += RESTORE_CHUNK) {
       const args: Arg[] = []
       for (const c of accepted.slice(i, i + RESTORE_CHUNK)) args.push(c.code, c.purchased ? '1' : '0', c.itemId, c.expiresAt, c.userId)
-      await this.#scripts.restoreCodes(...sale.keys, now, keyExpiry, ...args)
+      await this.#scripts.restoreCodes(...sale.keys, now, keyExpiry, i === 0 ? '1' : '0', ...args)
     }
     const sold = accepted.reduce((n, c) => c.purchased ? n + 1 : n, 0)
-    await this.#scripts.initSale(...sale.keys, sale.itemCount, sale.userLimit, sale.startsAt, sale.endsAt, keyExpiry, sold)
+    await this.#scripts.initSale(...sale.keys, rateKey(sale), sale.itemCount, sale.userLimit, sale.startsAt, sale.endsAt, keyExpiry, sold)
   }
 
   /**
    * The checkout decision, which first counts the try against the user's abuse limit: fixed
-   * windows aligned on multiples of `windowMs`, one hash per window in the sale's slot.
+   * windows aligned on multiples of `windowMs`, counted in one hash per sale (lib/rate-limit.lua).
    */
   reserveItem (sale: Sale, userId: string, itemId: number, code: string, now: number, expiresAt: number, limit = NO_RATE_LIMIT): Promise<ReserveStatus | OwnHold> {
     const windowEnds = now - (now % limit.windowMs) + limit.windowMs
     return this.#beforeDeadline((deadline) => this.#scripts.reserveItem(
-      ...sale.keys, `${sale.tag}:rate:${windowEnds}`,
+      ...sale.keys, rateKey(sale),
       userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds, deadline))
   }
 

@@ -3,7 +3,7 @@
 -- ARGV[1] user id, ARGV[2] item id, ARGV[3] new checkout code, ARGV[4] now (ms),
 -- ARGV[5] reservation expiry (ms), ARGV[6] max expired reservations to sweep first,
 -- ARGV[7] key expiry (ms, absolute)
--- Abuse limit (lib/rate-limit.lua): KEYS[7] the per-user counts of the current rate window,
+-- Abuse limit (lib/rate-limit.lua): KEYS[7] the sale's per-user rate counts,
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
 -- ARGV[10] the deadline (ms, this server's clock: lib/deadline.lua)
 -- Returns a status string, or a table for a hold of the user's own: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
@@ -23,7 +23,7 @@ if late then
   return { 'too_late', late }
 end
 
-if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9]) then
+if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9], ARGV[7]) then
   return 'rate_limited'
 end
 

@@ -1,15 +1,26 @@
 -- restoreCodes: replays a chunk of Postgres's accepted checkouts into a sale whose Redis state
--- was lost (flush, restart, failover). Run only by the holder of the sale's rebuild lock, after
--- all six keys were deleted (so no decision script runs), purchases first.
+-- was lost (flush, restart, failover, a slot migration: see sale_lost in lib/release.lua). Run
+-- only by the holder of the sale's rebuild lock while the sale is not live (its meta missing or
+-- of another replication history, so no decision script runs), purchases first; initSale then
+-- publishes the meta. The first chunk clears what the server had of the sale (keys 2-6; the
+-- stale meta stays until initSale replaces it) inside the script, placeholders included, so
+-- that no key of the sale is ever missing (a Cluster slot in migration refuses a script whose
+-- keys are not all present: see lib/release.lua).
 -- KEYS: the six sale keys (see lib/release.lua).
--- ARGV[1] now (ms), ARGV[2] key expiry (ms, absolute), then groups of five:
---   code, purchased ('1' | '0'), item id, expiresAtMs, user id
+-- ARGV[1] now (ms), ARGV[2] key expiry (ms, absolute), ARGV[3] '1' for the first chunk (clear
+-- first), then groups of five: code, purchased ('1' | '0'), item id, expiresAtMs, user id
 -- Returns the number of codes that hold an item (sold or live reservation) after the chunk.
 -- Invariants: an item is held by at most one code (a purchase wins; a second live code for the
 -- same item is stored expired); user counts equal that user's purchases + live reservations.
 local now = tonumber(ARGV[1])
+if ARGV[3] == '1' then
+  for i = 2, 6 do
+    redis.call('DEL', KEYS[i])
+  end
+  seed_placeholders(2, 6, ARGV[2])
+end
 local holding = 0
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
   local code, purchased, item, expires, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local free = redis.call('HEXISTS', KEYS[2], item) == 0
   if purchased == '1' and free then

@@ -8,4 +8,5 @@ if sale_lost() then
   return { 0, 0, 0 }
 end
 local meta = redis.call('HMGET', KEYS[1], 'items', 'sold')
-return { tonumber(meta[1]), tonumber(meta[2]), redis.call('HLEN', KEYS[2]) }
+-- (items' placeholder field, see lib/release.lua, holds nothing)
+return { tonumber(meta[1]), tonumber(meta[2]), redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], '') }

@@ -9,6 +9,11 @@
 --   KEYS[6] expiry  zset   reserved code -> expiresAtMs
 -- All six share the hash tag {sale:<id>:<token>} so a Redis Cluster keeps one sale on one slot.
 -- meta also holds `epoch`: the replication history (master_replid) the state was built in.
+-- Each of the others (and the rate counts, lib/rate-limit.lua) holds a placeholder from the
+-- sale's publication (init-sale.lua): the field '' (hashes) or the member '' at +inf (expiry),
+-- never an item, code or user (a user id has 1-64 characters). So no key of a live sale is ever
+-- missing, even when its last hold goes: in a Redis Cluster slot migration every key a script
+-- names is on one side or the other, and TRYAGAIN lasts only while the keys move.
 
 -- The replication history of this server's dataset. Redis gives a server a new one when it is
 -- promoted from replica to primary (Sentinel or Cluster failover) and when it restarts: exactly
@@ -22,9 +27,27 @@ end
 -- a rebuild from Postgres under way) or was written in another replication history (a promoted
 -- replica may lack the old primary's last writes). Mutating scripts then do nothing, the
 -- service rebuilds the sale from Postgres (the system of record), and the rebuild sees no writer.
+-- A Cluster slot migration moves the keys into another server's history too, so the sale is
+-- rebuilt once on its new node: the known cost of a planned move. Nothing a script can see tells
+-- such a move from a node that restarted, or was promoted, with some acknowledged writes missing
+-- (both show a foreign epoch; a node id or the importing state could only narrow it down, with
+-- double faults left unsafe), and the rebuild is what makes every such case safe.
 local function sale_lost()
   local epoch = redis.call('HGET', KEYS[1], 'epoch')
   return not epoch or epoch ~= replication_epoch()
+end
+
+-- Puts the placeholders (above) into KEYS[first..last] where missing, all expiring at `expiry`
+-- (ms, absolute). KEYS[6] is the expiry zset; every other key is a hash.
+local function seed_placeholders(first, last, expiry)
+  for i = first, last do
+    if i == 6 then
+      redis.call('ZADD', KEYS[i], 'NX', '+inf', '')
+    else
+      redis.call('HSETNX', KEYS[i], '', '')
+    end
+    redis.call('PEXPIREAT', KEYS[i], expiry)
+  end
 end
 
 -- state, item, expiry, user and (a redeemed code's) redemption token; user ids never hold a '|'.

@@ -56,7 +56,7 @@ async function purchasesHeldInPostgres (t: TestContext, app: FastifyInstance, co
        WHERE application_name = 'flash-sale' AND client_port = ANY($1::int[]) AND wait_event_type = 'Lock' AND query LIKE 'WITH batch AS%'`, [ports])
     return (row?.n ?? 0) > 0 && app.purchaseLog.queued === 0
   }
-  await waitFor(waiting, 10_000).catch(() => assert.fail('the purchases did not reach Postgres (no purchase statement waiting on the lock) within 10 s'))
+  await waitFor('a purchase statement waiting on the lock, none queued', waiting, 10_000).catch(() => assert.fail('the purchases did not reach Postgres (no purchase statement waiting on the lock) within 10 s'))
   await sleep(200) // batches of the last redemptions, if any, join the ones waiting
   return { answers: Promise.all(answers), blocker }
 }
@@ -138,7 +138,7 @@ test('Postgres fast stop mid-purchase (pg_ctl stop -m fast), then a restart: eac
   assert.equal(refused.status, 503, JSON.stringify(refused.body))
 
   postgres.start()
-  await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
+  await waitFor('/health to answer 200 after Postgres restarted', async () => (await app.inject('/health')).statusCode === 200, 10_000)
     .catch(() => assert.fail('/health did not answer 200 within 10 s of the restart'))
   const { given, unavailable } = await settle(app, [...codes, duringOutage as string], [...first, refused])
   assert.ok(unavailable > 1, 'the stop was answered 503')
@@ -165,7 +165,7 @@ test('Postgres frozen past the client\'s query timeout with purchases on the wir
   postgres.resume()
   // Retries carry a later purchase time than the statements that were on the wire.
   clock.advance(1000)
-  await waitFor(async () => (await app.inject('/health')).statusCode === 200, 10_000)
+  await waitFor('/health to answer 200 after Postgres was thawed', async () => (await app.inject('/health')).statusCode === 200, 10_000)
     .catch(() => assert.fail('/health did not answer 200 within 10 s of the thaw'))
   const { given, unavailable } = await settle(app, codes, first)
   assert.ok(unavailable > 0, 'the freeze was answered 503')

@@ -103,7 +103,7 @@ export function sendError (error: FastifyError, request: FastifyRequest, reply: 
     // logged once each where they happen (connection errors, failed batches) and counted in /metrics.
     request.log.debug({ reason: error.reason, err: error.cause }, 'answered 503')
     return reply.code(503).header('retry-after', error.retryAfterSeconds)
-      .send({ error: 'service_unavailable', message: error.message })
+      .send({ error: error.errorCode, message: error.message })
   }
   if (error instanceof RateLimited) {
     return reply.code(429).header('retry-after', error.retryAfterSeconds)

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { withDeadline } from '../src/lib/deadline.js'
+import type { ClockSkew } from '../src/redis/clock.js'
 import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/sale/errors.js'
 import type { CheckoutAttempt, PurchaseRecord } from '../src/sale/record-writers.js'
 import { saleWindow } from '../src/sale/sale.js'
@@ -85,6 +86,8 @@ export interface AppMetricsOptions {
   queued: () => Record<WriterName, number>
   /** The service's clock and whether this instance has prepared the next hour's sale; read at scrape time. */
   nextSale: () => { now: number, prepared: boolean }
+  /** The last comparison of the clocks (src/redis/clock.ts); null for an injected clock. Read at scrape time. */
+  clockSkew?: () => ClockSkew | null
 }
 
 /**
@@ -171,6 +174,28 @@ export class AppMetrics {
       collect () {
         const { now } = opts.nextSale()
         this.set((saleWindow(now).endsAt - now) / 1000)
+      }
+    }))
+    const clockSkew = opts.clockSkew ?? (() => null)
+    this.registry.registerMetric(new Gauge({
+      name: `${p}clock_skew_seconds`,
+      help: 'The sale clock\'s source (Redis\'s TIME, or this host\'s clock with CLOCK_SOURCE=local) minus another clock, at the last ' +
+        'comparison: `host` (this host\'s clock; Redis source only), `postgres` (Postgres\'s clock_timestamp()), `sale_clock` (the clock ' +
+        'this instance decides by: not 0 while it refuses to follow a jump of its source, or waits for a source that stepped back). ' +
+        'Beyond CLOCK_SKEW_MAX_MS either way, decisions are refused (503 clock_skew)',
+      labelNames: ['against'],
+      registers: [],
+      collect () {
+        this.reset()
+        for (const [against, ms] of Object.entries(clockSkew()?.againstMs ?? {})) this.set({ against }, ms / 1000)
+      }
+    }))
+    this.registry.registerMetric(new Gauge({
+      name: `${p}clock_skew_refusing`,
+      help: '1 while sale decisions are refused (503 clock_skew) because the clocks disagree by more than CLOCK_SKEW_MAX_MS, else 0',
+      registers: [],
+      collect () {
+        this.set(clockSkew()?.refusing === true ? 1 : 0)
       }
     }))
     this.#flushSeconds = new Histogram({
@@ -276,15 +301,17 @@ export class AppMetrics {
 
 /**
  * Prometheus metrics on `fastify.metrics` (rendered by routes/metrics.ts). Registered after the
- * Postgres and Redis plugins (it counts their connection errors) and before the sales plugin
- * (which feeds it from its batch writers' seams); the sale and queue gauges read
- * `fastify.sales` / `fastify.checkoutLog` / `fastify.purchaseLog` only when scraped.
+ * Postgres and Redis plugins (it counts their connection errors) and the clock (its skew), and
+ * before the sales plugin (which feeds it from its batch writers' seams); the sale, queue and
+ * clock gauges read `fastify.sales` / `fastify.checkoutLog` / `fastify.purchaseLog` /
+ * `fastify.clock` only when scraped.
  */
 export default fp(async (fastify) => {
   const { config } = fastify
   const metrics = new AppMetrics({
     ports: { redis: portOf(config.REDIS_URL, 6379), postgres: portOf(config.DATABASE_URL, 5432) },
     summary: async () => fastify.hasDecorator('sales') ? fastify.sales.summary() : null,
+    clockSkew: () => fastify.clock.skew,
     queued: () => ({
       checkout_attempts: fastify.hasDecorator('checkoutLog') ? fastify.checkoutLog.queued : 0,
       purchases: fastify.hasDecorator('purchaseLog') ? fastify.purchaseLog.queued : 0
@@ -315,4 +342,4 @@ export default fp(async (fastify) => {
     fastify.redis.off('error', onRedisError)
     fastify.pg.pool.off('error', onPoolError)
   })
-}, { name: 'metrics', dependencies: ['config', 'postgres', 'redis'] })
+}, { name: 'metrics', dependencies: ['config', 'postgres', 'redis', 'clock'] })

@@ -59,6 +59,7 @@ export default fp(async (fastify) => {
     writeUnavailable: (attempts) => writeUnavailable(attempts.map((a) => ({ ...a, outcome: 'service_unavailable' }))),
     purchaseLog,
     redisReadiness: fastify.redisReadiness,
+    clockCheck: fastify.clock,
     log
   })
   fastify.decorate('sales', sales)

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
-  BadRequestError, HeadersTooLargeError, InternalError, Item, ItemId, PayloadTooLargeError, RequestTimeoutError, RateLimitedError, Timestamp, UnavailableError,
+  BadRequestError, HeadersTooLargeError, InternalError, Item, ItemId, PayloadTooLargeError, RequestTimeoutError, RateLimitedError, Timestamp, SaleUnavailableError,
   UnsupportedMediaTypeError, errorResponse
 } from './common.js'
 
@@ -68,6 +68,6 @@ export const checkoutSchema = {
     431: HeadersTooLargeError,
     429: RateLimitedError,
     500: InternalError,
-    503: UnavailableError
+    503: SaleUnavailableError
   }
 }

@@ -1,5 +1,5 @@
 import { Type, type Static, type TProperties, type TSchema } from '@sinclair/typebox'
-import { REFUSALS } from '../src/sale/errors.js'
+import { REFUSALS, UNAVAILABLE } from '../src/sale/errors.js'
 
 /**
  * The shape of every 4xx/5xx body: `error` is the stable machine-readable code, `message` is for humans.
@@ -67,6 +67,7 @@ export const ERROR_EXAMPLES = {
   unsupported_media_type: 'Unsupported Media Type',
   rate_limited: 'Too many checkout attempts from this user; retry in 1 s.',
   service_unavailable: 'A dependency is unavailable; retry shortly.',
+  clock_skew: UNAVAILABLE.clock_skew,
   internal_error: 'Something went wrong on our side.',
   ...REFUSALS
 } as const satisfies Record<string, string>
@@ -112,4 +113,9 @@ export const RateLimitedError = errorResponse('An abuse limit (per user or per c
   ['rate_limited'], { headers: { 'retry-after': RetryAfter } })
 export const UnavailableError = errorResponse('Postgres or Redis is down or saturated, or the service is shutting down; ' +
   'nothing was done. Retry after `Retry-After` seconds.', ['service_unavailable'], { headers: { 'retry-after': RetryAfter } })
+/** The 503 of the routes that pick the current sale: they also refuse while the clocks disagree. */
+export const SaleUnavailableError = errorResponse('`service_unavailable`: Postgres or Redis is down or saturated, or the service is ' +
+  'shutting down. `clock_skew`: the service\'s clocks (Redis\'s, the host\'s, Postgres\'s) disagree by more than the configured ' +
+  'bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after ' +
+  '`Retry-After` seconds.', ['service_unavailable', 'clock_skew'], { headers: { 'retry-after': RetryAfter } })
 export const InternalError = errorResponse('A bug on our side.', ['internal_error'])

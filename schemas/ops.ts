@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { InternalError, RetryAfter, SaleCounts, Timestamp, UnavailableError } from './common.js'
+import { InternalError, RetryAfter, SaleCounts, SaleUnavailableError, Timestamp, UnavailableError } from './common.js'
 
 const Dependency = Type.Object({
   ok: Type.Boolean(),
@@ -61,5 +61,5 @@ export const rootSchema = {
   summary: 'Describe the service and the current sale',
   description: 'Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and the next sale: when it opens and whether it is prepared.',
   tags: ['ops'],
-  response: { 200: ServiceDescription, 500: InternalError, 503: UnavailableError }
+  response: { 200: ServiceDescription, 500: InternalError, 503: SaleUnavailableError }
 }

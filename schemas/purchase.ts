@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
-  BadRequestError, HeadersTooLargeError, InternalError, Item, PayloadTooLargeError, RequestTimeoutError, Timestamp, UnavailableError, UnsupportedMediaTypeError,
+  BadRequestError, HeadersTooLargeError, InternalError, Item, PayloadTooLargeError, RequestTimeoutError, Timestamp, SaleUnavailableError, UnsupportedMediaTypeError,
   errorResponse
 } from './common.js'
 
@@ -68,6 +68,6 @@ export const purchaseSchema = {
     415: UnsupportedMediaTypeError,
     431: HeadersTooLargeError,
     500: InternalError,
-    503: UnavailableError
+    503: SaleUnavailableError
   }
 }

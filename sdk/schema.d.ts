@@ -102,7 +102,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Postgres or Redis is down or saturated, or the service is shutting down; nothing was done. Retry after `Retry-After` seconds. */
+                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
                 503: {
                     headers: {
                         /** @description Seconds to wait before retrying */
@@ -115,7 +115,7 @@ export interface paths {
                              * @description Stable machine-readable error code
                              * @enum {string}
                              */
-                            error: "service_unavailable";
+                            error: "service_unavailable" | "clock_skew";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };
@@ -384,7 +384,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Postgres or Redis is down or saturated, or the service is shutting down; nothing was done. Retry after `Retry-After` seconds. */
+                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
                 503: {
                     headers: {
                         /** @description Seconds to wait before retrying */
@@ -397,7 +397,7 @@ export interface paths {
                              * @description Stable machine-readable error code
                              * @enum {string}
                              */
-                            error: "service_unavailable";
+                            error: "service_unavailable" | "clock_skew";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };
@@ -816,7 +816,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Postgres or Redis is down or saturated, or the service is shutting down; nothing was done. Retry after `Retry-After` seconds. */
+                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
                 503: {
                     headers: {
                         /** @description Seconds to wait before retrying */
@@ -829,7 +829,7 @@ export interface paths {
                              * @description Stable machine-readable error code
                              * @enum {string}
                              */
-                            error: "service_unavailable";
+                            error: "service_unavailable" | "clock_skew";
                             /** @description Human-readable explanation (may change; match on `error`) */
                             message: string;
                         };

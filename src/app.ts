@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { loggerOptions } from './logger.js'
 import { ajvOptions, formatValidationErrors } from './http/validation.js'
+import type { SaleClock } from './redis/clock.js'
 import configPlugin from '../plugins/config.js'
 import drainPlugin from '../plugins/drain.js'
 import emptyBodyPlugin from '../plugins/empty-body.js'
@@ -26,8 +27,10 @@ import metricsRoutes from '../routes/metrics.js'
 import salePageRoutes from '../routes/sale-page.js'
 
 export interface BuildOptions {
-  /** Injectable clock (ms since epoch); defaults to Redis's clock, shared by every instance. */
+  /** Injectable clock (ms since epoch), used as it is; defaults to Redis's clock, shared by every instance. */
   now?: () => number
+  /** A sale clock whose sources a test drives, synced and checked like the configured one (plugins/clock.ts). */
+  clock?: SaleClock
   /** Extra Fastify options (tests pass `logger: false`). */
   fastify?: FastifyServerOptions
   /** Where log lines go instead of stdout (tests read them). */
@@ -72,7 +75,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(drainPlugin)
   await app.register(postgresPlugin)
   await app.register(redisPlugin)
-  await app.register(clockPlugin, { now: options.now })
+  await app.register(clockPlugin, { now: options.now, clock: options.clock })
   await app.register(metricsPlugin)
   await app.register(rateLimitPlugin)
   await app.register(spoolPlugin)

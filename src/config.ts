@@ -82,6 +82,13 @@ export const ConfigSchema = Type.Object({
    * host's clock: instances must be kept in step by NTP).
    */
   CLOCK_SOURCE: Type.Union([Type.Literal('redis'), Type.Literal('local')], { default: 'redis' }),
+  /**
+   * The largest disagreement tolerated between the sale clock's source and the other clocks (this
+   * host's, Postgres's), and the furthest the source may step back: beyond it, sale decisions are
+   * refused with a 503 `clock_skew` until the clocks agree again (src/redis/clock.ts). 0 turns the
+   * comparisons off (the clock still never runs backwards).
+   */
+  CLOCK_SKEW_MAX_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 1000 }),
   SALE_PREPARE_SECONDS: Type.Integer({ minimum: 1, maximum: 3000, default: 300 }),
   /** How often expired reservations are swept back into stock. */
   RELEASE_INTERVAL_MS: Type.Integer({ minimum: 50, default: 1000 }),

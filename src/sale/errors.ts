@@ -59,18 +59,28 @@ export const UNAVAILABLE = {
   sale_restoring: 'The sale state is being restored; retry shortly.',
   purchase_settling: 'An earlier purchase of this code is being settled; retry shortly.',
   sale_unprepared: 'This hour\'s sale could not be prepared yet (a dependency is unavailable); retry shortly.',
-  shutting_down: 'The service is shutting down; retry shortly.'
+  shutting_down: 'The service is shutting down; retry shortly.',
+  clock_skew: 'The service\'s clocks disagree (Redis\'s, this host\'s, Postgres\'s): no sale decision is made until they agree again; retry shortly.'
 } as const
 
 export type UnavailableReason = keyof typeof UNAVAILABLE
 
-/** A dependency is down or saturated, or the service is stopping: the client should retry shortly. */
+/**
+ * A dependency is down or saturated, the clocks disagree, or the service is stopping: the client
+ * should retry shortly. The answer's `error` is `service_unavailable`, except for a clock skew,
+ * which has a code of its own (`clock_skew`): it lasts until an operator fixes a clock.
+ */
 export class ServiceUnavailable extends Error {
   readonly retryAfterSeconds = 1
 
   constructor (readonly reason: UnavailableReason, options?: ErrorOptions) {
     super(UNAVAILABLE[reason], options)
     this.name = 'ServiceUnavailable'
+  }
+
+  /** The stable `error` code of the 503 answer. */
+  get errorCode (): 'service_unavailable' | 'clock_skew' {
+    return this.reason === 'clock_skew' ? 'clock_skew' : 'service_unavailable'
   }
 }
 

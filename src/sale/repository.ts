@@ -43,6 +43,20 @@ export const reportOutcomesSql =
    GROUP BY outcome ORDER BY n DESC, outcome`
 
 /**
+ * A sale Postgres will not let the service open: its hour is earlier than a sale that exists
+ * (creating it would put ids out of the order of their hours), or a later sale has begun (it has
+ * checkout attempts): that sale's hour is over for good. Only a clock that is behind asks for one.
+ */
+export class SaleOutOfOrder extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'SaleOutOfOrder'
+  }
+}
+
+const isoHour = (date: Date | number): string => new Date(date).toISOString()
+
+/**
  * Sales and their catalogs in Postgres, the system of record.
  * Preparing a sale is idempotent: any number of instances can prepare the same hour and
  * exactly one sale row and one catalog are written (UNIQUE(starts_at) backs the lock).
@@ -54,10 +68,22 @@ export class SaleRepository {
    * The sale that starts at `startsAt`, created with its catalog unless it exists. Creation runs
    * under a transaction-level advisory lock (one per schema), so instances preparing the same hour
    * concurrently write one row and one catalog, and the new id is max(id) + 1: ids count sales.
+   * Sales are created in the order of their hours only, and a sale a later one has superseded is
+   * never handed out again: either throws SaleOutOfOrder, whatever the caller's clock says.
    */
   async prepareSale (startsAt: number, endsAt: number, itemCount: number, userLimit: number): Promise<Sale> {
     const existing = await this.findSale(startsAt)
-    if (existing !== null) return existing
+    if (existing !== null) {
+      const { rows: [later] } = await this.pool.query<{ id: string, starts_at: Date }>(
+        `SELECT s.id, s.starts_at FROM sales s
+         WHERE s.starts_at > to_timestamp($1::float8 / 1000)
+           AND EXISTS (SELECT 1 FROM checkout_attempts a WHERE a.sale_starts_at = s.starts_at AND a.sale_id = s.id)
+         ORDER BY s.starts_at LIMIT 1`, [startsAt])
+      if (later !== undefined) {
+        throw new SaleOutOfOrder(`sale ${existing.id} of ${isoHour(startsAt)} is over: sale ${later.id} of ${isoHour(later.starts_at)} has begun`)
+      }
+      return existing
+    }
     const client = await this.pool.connect()
     // The server may end this session between two statements (idle_in_transaction_session_timeout
     // after a stall): the next query fails instead of an unhandled 'error' event ending the process.
@@ -70,6 +96,7 @@ export class SaleRepository {
         `INSERT INTO sales (id, starts_at, ends_at, item_count, user_limit)
          SELECT coalesce(max(id), 0) + 1, to_timestamp($1::float8 / 1000), to_timestamp($2::float8 / 1000), $3, $4 FROM sales
          HAVING NOT EXISTS (SELECT 1 FROM sales WHERE starts_at = to_timestamp($1::float8 / 1000))
+            AND coalesce(max(starts_at) < to_timestamp($1::float8 / 1000), true)
          RETURNING id`,
         [startsAt, endsAt, itemCount, userLimit])
       const created = inserted.rows[0]
@@ -93,8 +120,13 @@ export class SaleRepository {
       client.release()
     }
     const sale = await this.findSale(startsAt)
-    if (!sale) throw new Error(`sale starting at ${new Date(startsAt).toISOString()} vanished after it was prepared`)
-    return sale
+    if (sale !== null) return sale
+    const { rows: [latest] } = await this.pool.query<{ id: string, starts_at: Date }>(
+      'SELECT id, starts_at FROM sales WHERE starts_at > to_timestamp($1::float8 / 1000) ORDER BY starts_at DESC LIMIT 1', [startsAt])
+    if (latest !== undefined) {
+      throw new SaleOutOfOrder(`no sale is created for ${isoHour(startsAt)}: sale ${latest.id} of ${isoHour(latest.starts_at)}, a later hour, exists`)
+    }
+    throw new Error(`sale starting at ${isoHour(startsAt)} vanished after it was prepared`)
   }
 
   /** The sale that starts at `startsAt`, with its catalog, or null if it was never prepared. */

@@ -7,7 +7,7 @@ import { mayHaveRun, type CheckoutRateLimit, type Inventory, type RedeemResult, 
 import { random16 } from '../lib/random-pool.js'
 import type { CheckoutAttempt, PurchaseRecord } from './record-writers.js'
 import { HOUR_MS, saleWindow, type CatalogItem, type Sale } from './sale.js'
-import type { SaleRepository } from './repository.js'
+import { SaleOutOfOrder, type SaleRepository } from './repository.js'
 
 export interface SaleRules {
   itemCount: number
@@ -60,6 +60,8 @@ export interface SaleServiceDeps {
   purchaseLog: BatchWriter<PurchaseRecord, number | null>
   /** Throws a 503 at once while Redis is known down (src/redis/readiness.ts). */
   redisReadiness: { assertUp (): void }
+  /** Throws a 503 `clock_skew` while the clocks disagree (src/redis/clock.ts): no sale is opened, created or sold in then. */
+  clockCheck: { assertSound (): void }
   log: Logger
 }
 
@@ -134,6 +136,8 @@ export class SaleService {
   readonly #prepared = new Map<number, Sale>()
   readonly #preparing = new Map<number, Promise<Sale>>()
   readonly #restoring = new Map<number, Promise<void>>()
+  /** Hours Postgres refused to open (SaleOutOfOrder): refused from memory from then on, no query per request. */
+  readonly #outOfOrder = new Set<number>()
   /** Codes this instance redeemed in Redis whose purchase row is not committed (or failed) yet. */
   readonly #purchasing = new Set<string>()
   /** Redemptions whose purchase failed with an unknown outcome while Postgres could not be asked, by code. */
@@ -164,6 +168,7 @@ export class SaleService {
   prepareSale (startsAt: number): Promise<Sale> {
     const cached = this.#prepared.get(startsAt)
     if (cached !== undefined) return Promise.resolve(cached)
+    if (this.#outOfOrder.has(startsAt)) return Promise.reject(new ServiceUnavailable('clock_skew'))
     let pending = this.#preparing.get(startsAt)
     if (pending === undefined) {
       pending = this.#prepare(startsAt)
@@ -176,7 +181,13 @@ export class SaleService {
 
   async #prepare (startsAt: number): Promise<Sale> {
     const { rules, repository, inventory, log } = this.#deps
-    const sale = await repository.prepareSale(startsAt, startsAt + HOUR_MS, rules.itemCount, rules.userLimit)
+    const sale = await repository.prepareSale(startsAt, startsAt + HOUR_MS, rules.itemCount, rules.userLimit).catch((error: unknown) => {
+      if (!(error instanceof SaleOutOfOrder)) throw error
+      // This instance's clock is behind what the others already did: its hour is over.
+      this.#outOfOrder.add(startsAt)
+      log.error({ err: error, now: new Date(this.now()) }, 'refused to open a sale whose hour is over: this instance\'s clock is behind')
+      throw new ServiceUnavailable('clock_skew', { cause: error })
+    })
     if (!await inventory.isLive(sale)) {
       await this.restoreHotState(sale)
       log.info({ saleId: sale.id, opensAt: new Date(startsAt) }, 'sale prepared')
@@ -184,6 +195,7 @@ export class SaleService {
     // Only the current and the next sale stay in memory.
     const currentStart = saleWindow(this.now()).startsAt
     for (const start of this.#prepared.keys()) if (start < currentStart) this.#prepared.delete(start)
+    for (const start of this.#outOfOrder) if (start < currentStart) this.#outOfOrder.delete(start)
     this.#prepared.set(startsAt, sale)
     return sale
   }
@@ -193,6 +205,7 @@ export class SaleService {
    * `now` is within SALE_PREPARE_SECONDS of its opening. Cheap when both are prepared already.
    */
   async prepareAhead (now = this.now()): Promise<void> {
+    this.#deps.clockCheck.assertSound()
     const { startsAt, endsAt } = saleWindow(now)
     await this.prepareSale(startsAt)
     if (endsAt - now <= this.#deps.rules.prepareAheadMs) await this.prepareSale(endsAt)
@@ -254,8 +267,10 @@ export class SaleService {
    * hour prepares it, and the others wait for that one preparation.
    */
   async currentSale (now: number): Promise<Sale> {
-    // Every decision needs Redis: while it is known down, fail before asking it anything.
+    // Every decision needs Redis: while it is known down, fail before asking it anything. And a
+    // clock the others disagree with must not pick the sale (an hour over, or not begun).
     this.#deps.redisReadiness.assertUp()
+    this.#deps.clockCheck.assertSound()
     return this.prepareSale(saleWindow(now).startsAt)
   }
 

@@ -14,10 +14,10 @@ const typeIs = <T extends true>(): T | undefined => undefined
 type CheckoutCodes = 'invalid_request' | 'invalid_json' | 'invalid_content_length' | 'bad_request' | 'user_limit_reached' |
   'unknown_item' | 'item_reserved' | 'already_reserved_by_you' | 'item_sold' | 'sold_out' | 'no_active_sale' |
   'request_timeout' | 'payload_too_large' | 'unsupported_media_type' | 'headers_too_large' | 'rate_limited' |
-  'internal_error' | 'service_unavailable'
+  'internal_error' | 'service_unavailable' | 'clock_skew'
 type PurchaseCodes = 'invalid_request' | 'invalid_json' | 'invalid_content_length' | 'bad_request' | 'unknown_code' |
   'code_used' | 'code_expired' | 'sale_over' | 'request_timeout' | 'payload_too_large' | 'unsupported_media_type' |
-  'headers_too_large' | 'internal_error' | 'service_unavailable'
+  'headers_too_large' | 'internal_error' | 'service_unavailable' | 'clock_skew'
 typeIs<Equals<CheckoutErrorCode, CheckoutCodes>>()
 typeIs<Equals<PurchaseErrorCode, PurchaseCodes>>()
 

@@ -54,7 +54,7 @@ export class SaleOutOfOrder extends Error {
   }
 }
 
-const isoHour = (date: Date | number): string => new Date(date).toISOString()
+const iso = (date: Date | number): string => new Date(date).toISOString()
 
 /**
  * Sales and their catalogs in Postgres, the system of record.
@@ -74,13 +74,16 @@ export class SaleRepository {
   async prepareSale (startsAt: number, endsAt: number, itemCount: number, userLimit: number): Promise<Sale> {
     const existing = await this.findSale(startsAt)
     if (existing !== null) {
-      const { rows: [later] } = await this.pool.query<{ id: string, starts_at: Date }>(
-        `SELECT s.id, s.starts_at FROM sales s
-         WHERE s.starts_at > to_timestamp($1::float8 / 1000)
-           AND EXISTS (SELECT 1 FROM checkout_attempts a WHERE a.sale_starts_at = s.starts_at AND a.sale_id = s.id)
-         ORDER BY s.starts_at LIMIT 1`, [startsAt])
-      if (later !== undefined) {
-        throw new SaleOutOfOrder(`sale ${existing.id} of ${isoHour(startsAt)} is over: sale ${later.id} of ${isoHour(later.starts_at)} has begun`)
+      // Usually one later sale (the next hour's, prepared ahead), and none of its attempts yet.
+      // Each is probed on its own start, a constant: one partition's (sale_id, outcome) index.
+      const { rows: later } = await this.pool.query<{ id: string, starts_at: Date }>(
+        'SELECT id, starts_at FROM sales WHERE starts_at > to_timestamp($1::float8 / 1000) ORDER BY starts_at', [startsAt])
+      for (const sale of later) {
+        const { rowCount } = await this.pool.query(
+          'SELECT 1 FROM checkout_attempts WHERE sale_starts_at = to_timestamp($2::float8 / 1000) AND sale_id = $1 LIMIT 1',
+          [sale.id, sale.starts_at.getTime()])
+        if (rowCount === 0) continue
+        throw new SaleOutOfOrder(`sale ${existing.id} of ${iso(startsAt)} is over: sale ${sale.id} of ${iso(sale.starts_at)} has begun`)
       }
       return existing
     }
@@ -124,9 +127,9 @@ export class SaleRepository {
     const { rows: [latest] } = await this.pool.query<{ id: string, starts_at: Date }>(
       'SELECT id, starts_at FROM sales WHERE starts_at > to_timestamp($1::float8 / 1000) ORDER BY starts_at DESC LIMIT 1', [startsAt])
     if (latest !== undefined) {
-      throw new SaleOutOfOrder(`no sale is created for ${isoHour(startsAt)}: sale ${latest.id} of ${isoHour(latest.starts_at)}, a later hour, exists`)
+      throw new SaleOutOfOrder(`no sale is created for ${iso(startsAt)}: sale ${latest.id} of ${iso(latest.starts_at)}, a later hour, exists`)
     }
-    throw new Error(`sale starting at ${isoHour(startsAt)} vanished after it was prepared`)
+    throw new Error(`sale starting at ${iso(startsAt)} vanished after it was prepared`)
   }
 
   /** The sale that starts at `startsAt`, with its catalog, or null if it was never prepared. */

@@ -166,9 +166,12 @@ export async function assertSoldOutExactly (config: Config, items: number): Prom
   assert.deepEqual(sold, { purchases: items, items }, 'sold out exactly, each item once')
 }
 
-/** A dedicated, disposable redis-server on its own port, so killing it disturbs no other test. */
-export function startRedis (port: number): ChildProcess {
-  return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+/**
+ * A dedicated, disposable redis-server on its own port, so killing it disturbs no other test.
+ * `env` is added to its environment (e.g. libfaketime's, for a server whose clock is off).
+ */
+export function startRedis (port: number, env: Record<string, string> = {}): ChildProcess {
+  return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore', env: { ...process.env, ...env } })
 }
 
 /** True when a Redis answers PING on this loopback port. */

@@ -3,10 +3,10 @@ import type { ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { buildApp } from '../src/app.js'
-import { HOUR_MS, saleWindow } from '../src/sale.js'
-import { freePort, kill, pingRedis, query, startRedis, startService } from './fault-kit.js'
-import { isolatedConfig, TestClock } from './helpers.js'
+import { buildApp } from '../../src/app.js'
+import { HOUR_MS, saleWindow } from '../../src/sale/sale.js'
+import { freePort, kill, pingRedis, query, startRedis, startService } from '../support/fault-kit.js'
+import { isolatedConfig, TestClock } from '../support/helpers.js'
 
 /**
  * The sale clock follows Redis's, and a Sentinel failover can hand the service a Redis whose

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ServiceUnavailable } from '../src/errors.js'
-import { SaleClock, type SaleClockOptions } from '../src/redis-clock.js'
-import { saleWindow } from '../src/sale.js'
+import { ServiceUnavailable } from '../../src/sale/errors.js'
+import { SaleClock, type SaleClockOptions } from '../../src/redis/clock.js'
+import { saleWindow } from '../../src/sale/sale.js'
 
 /**
  * The sale clock against clocks a test drives: a monotonic clock, the true time, and this host's,

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { buildApp } from '../src/app.js'
-import { SaleClock } from '../src/redis-clock.js'
-import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from './helpers.js'
+import { buildApp } from '../../src/app.js'
+import { SaleClock } from '../../src/redis/clock.js'
+import { buildTestApp, checkout, isolatedConfig, purchase, sql, TestClock } from '../support/helpers.js'
 
 /**
  * The sale clock inside the app: a clock that goes back across XX:00 neither reopens the hour

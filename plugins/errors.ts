@@ -109,9 +109,9 @@ export function sendError (error: FastifyError, request: FastifyRequest, reply: 
     return reply.code(429).header('retry-after', error.retryAfterSeconds)
       .send({ error: 'rate_limited', message: error.message })
   }
-  if (error instanceof InvalidRequest || error.validation) {
-    return reply.code(400).send({ error: 'invalid_request', message: error.message })
-  }
+  // 400: the document refuses the request (a schema); 422: it matches the schemas, a rule between parameters refuses it.
+  if (error.validation) return reply.code(400).send({ error: 'invalid_request', message: error.message })
+  if (error instanceof InvalidRequest) return reply.code(422).send({ error: 'invalid_request', message: error.message })
   const status = error.statusCode ?? 500
   if (status >= 400 && status < 500) {
     const code = (error.code && FRAMEWORK_ERRORS[error.code]) || (error instanceof SyntaxError ? 'invalid_json' : 'bad_request')
@@ -121,10 +121,46 @@ export function sendError (error: FastifyError, request: FastifyRequest, reply: 
   return reply.code(500).send({ error: 'internal_error', message: 'Something went wrong on our side.' })
 }
 
+/**
+ * The methods each path serves, learnt from the routes as they are added, so that a known path
+ * asked with another method is a 405 with `Allow` (RFC 9110) rather than a 404. Paths are matched
+ * as the router declares them: static segments, `:param` for one segment, `*` for the rest.
+ */
+export class RouteMethods {
+  private readonly routes: Array<{ pattern: RegExp, methods: Set<string> }> = []
+
+  add (url: string, methods: string | string[]): void {
+    const source = url.split('/').map((segment) => segment === '*'
+      ? '.*'
+      : segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')
+    const pattern = new RegExp(`^${source}$`)
+    let route = this.routes.find((r) => r.pattern.source === pattern.source)
+    if (route === undefined) this.routes.push(route = { pattern, methods: new Set() })
+    for (const method of [methods].flat()) route.methods.add(method)
+    // Fastify answers HEAD for every GET route (exposeHeadRoutes).
+    if (route.methods.has('GET')) route.methods.add('HEAD')
+  }
+
+  /** The methods `path` is served with, in a stable order; empty for an unknown path. */
+  allowed (path: string): string[] {
+    const methods = new Set(this.routes.filter((r) => r.pattern.test(path)).flatMap((r) => [...r.methods]))
+    return [...methods].sort()
+  }
+}
+
 export default fp(async (fastify) => {
   fastify.setErrorHandler(sendError)
 
+  const routeMethods = new RouteMethods()
+  fastify.addHook('onRoute', (route) => { routeMethods.add(route.url, route.method) })
+
   fastify.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'not_found', message: `No route for ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}` })
+    const path = (request.url.split('?')[0] ?? '').slice(0, 200)
+    const allowed = routeMethods.allowed(path)
+    if (allowed.length > 0) {
+      return reply.code(405).header('allow', allowed.join(', '))
+        .send({ error: 'method_not_allowed', message: `${request.method} is not allowed on ${path}: use ${allowed.join(' or ')}` })
+    }
+    return reply.code(404).send({ error: 'not_found', message: `No route for ${request.method} ${path}` })
   })
 }, { name: 'errors' })

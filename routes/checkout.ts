@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyError, FastifyRequest } from 'fastify'
 import { sendError } from '../plugins/errors.js'
-import { checkoutSchema } from '../schemas/checkout.js'
+import { checkoutLinks, checkoutSchema } from '../schemas/checkout.js'
 import { ID_PATTERN } from '../schemas/common.js'
 import { InvalidRequest, RateLimited, ServiceUnavailable } from '../src/sale/errors.js'
 import { isoTime, presentItem } from '../src/http/presenters.js'
@@ -20,6 +20,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/checkout', {
     schema: checkoutSchema,
+    links: checkoutLinks,
     // The per-IP abuse limit (when on) first: a limited request costs no attempt row. The
     // per-user limit is counted by the checkout decision itself.
     onRequest: fastify.checkoutIpLimit,
@@ -46,9 +47,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       await fastify.sales.recordRefusedCheckout(asLoggable(query.user_id), asItemId(itemId))
       throw request.validationError
     }
-    if (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id) {
+    // The rule between `id` and `item_id` (schemas/checkout.ts): a 422, as the document cannot state it.
+    if (itemId === undefined || (query.id !== undefined && query.item_id !== undefined && query.id !== query.item_id)) {
       await fastify.sales.recordRefusedCheckout(asLoggable(query.user_id), null)
-      throw new InvalidRequest('querystring/item_id must equal `id` when both are given')
+      throw new InvalidRequest(itemId === undefined ? 'querystring must name the item: `id` or `item_id`' : 'querystring/item_id must equal `id` when both are given')
     }
     const reservation = await fastify.sales.checkout(request.query.user_id, Number(itemId))
     return {

@@ -5,12 +5,12 @@ import { isoTime, presentItem, toPrice } from '../src/http/presenters.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/purchase', { schema: purchaseSchema }, async (request) => {
-    const fromQuery = request.query.code
-    const fromBody = (request.body as PurchaseBodyT | undefined)?.checkout_code
-    if ((fromQuery === undefined) === (fromBody === undefined)) {
-      throw new InvalidRequest('give the checkout code once: as `?code=` or as the JSON body `{"checkout_code": ...}`')
+    // The query's code wins over a body's (Swagger UI pre-fills the body with the example code).
+    const code = request.query.code ?? (request.body as PurchaseBodyT | undefined)?.checkout_code
+    if (code === undefined) {
+      throw new InvalidRequest('no checkout code: give it as `?code=` or as the JSON body `{"checkout_code": ...}`')
     }
-    const purchase = await fastify.sales.purchase((fromQuery ?? fromBody) as string)
+    const purchase = await fastify.sales.purchase(code)
     return {
       purchase_id: purchase.purchaseId,
       sale_id: purchase.sale.id,

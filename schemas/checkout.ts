@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
   BadRequestError, HeadersTooLargeError, InternalError, Item, ItemId, PayloadTooLargeError, RequestTimeoutError, RateLimitedError, Timestamp, SaleUnavailableError,
-  UnsupportedMediaTypeError, errorResponse
+  UnsupportedMediaTypeError, errorResponse, unprocessableError
 } from './common.js'
 
 export const UserId = Type.String({
@@ -13,15 +13,17 @@ export const UserId = Type.String({
   'x-error-message': 'must be 1-64 characters of A-Z a-z 0-9 . _ : @ -'
 })
 
+/**
+ * The item is named by `id` or by its alias `item_id` (both only when equal). OpenAPI describes
+ * each query parameter on its own, so that rule is not in this schema (an object-level `anyOf`
+ * would be enforced here but dropped from the document): routes/checkout.ts enforces it with a 422
+ * (schemas/common.ts `unprocessableError`) and the operation's description states it.
+ */
 export const CheckoutQuery = Type.Object({
   user_id: UserId,
   // The example on `id` only: Swagger UI's "Try it out" would otherwise fill in both spellings.
-  id: Type.Optional({ ...ItemId, examples: ['42'] }),
-  item_id: Type.Optional({ ...ItemId, description: 'Alias of `id` (the seed API spelling)' })
-}, {
-  // One of the two spellings is required (that both agree is the route's rule: JSON Schema cannot compare them).
-  anyOf: [{ required: ['id'] }, { required: ['item_id'] }],
-  'x-error-message': 'must name the item: `id` or `item_id`'
+  id: Type.Optional({ ...ItemId, examples: ['42'], description: `${ItemId.description}. Give \`id\` or \`item_id\` (422 without either).` }),
+  item_id: Type.Optional({ ...ItemId, description: 'Alias of `id` (the seed API spelling): give it instead of `id`, or with `id` and equal to it (422 otherwise)' })
 })
 
 export type CheckoutQueryT = Static<typeof CheckoutQuery>
@@ -48,12 +50,30 @@ export const CheckoutConflictError = errorResponse(
     }
   })
 
+export const CheckoutUnprocessableError = unprocessableError(
+  'The query matches the parameters\' schemas but breaks the rule between them: it names no item (neither `id` ' +
+  'nor `item_id`), or gives both with different values. Nothing is reserved; the attempt is recorded.')
+
+/** The checkout's response links (a route option of @fastify/swagger): its code is `purchase`'s input. */
+export const checkoutLinks = {
+  200: {
+    purchase: {
+      operationId: 'purchase',
+      parameters: { code: '$response.body#/code' },
+      description: 'Redeem the checkout code: `POST /purchase?code={code}`'
+    }
+  }
+}
+
 export const checkoutSchema = {
+  operationId: 'checkout',
   summary: 'Reserve one item of the current sale',
   description: 'Reserves item `id` (or `item_id`) for `user_id` and returns a short-lived checkout code, valid for ' +
-    '`CHECKOUT_TTL_SECONDS` or until the end of the sale, whichever comes first. Give the item once: `id` or ' +
-    '`item_id` (both only if equal); a missing item, repeated parameters or disagreeing aliases are `invalid_request`. ' +
-    'Every attempt is recorded, accepted or refused. No body is expected.',
+    '`CHECKOUT_TTL_SECONDS` or until the end of the sale, whichever comes first. Redeem it with `purchase` ' +
+    '(the `purchase` link of the 200 response). Name the item once: `id` or `item_id`, or both when equal. Both ' +
+    'are optional parameters, but a query with neither, or with two different values, is 422 `invalid_request`; ' +
+    'a parameter that fails its schema (or is repeated) is 400 `invalid_request`. Every attempt is recorded, ' +
+    'accepted or refused. No body is expected.',
   tags: ['sale'],
   querystring: CheckoutQuery,
   response: {
@@ -65,6 +85,7 @@ export const checkoutSchema = {
     408: RequestTimeoutError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
+    422: CheckoutUnprocessableError,
     431: HeadersTooLargeError,
     429: RateLimitedError,
     500: InternalError,

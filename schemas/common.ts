@@ -66,6 +66,8 @@ export const ERROR_EXAMPLES = {
   request_timeout: 'The request was not received in time.',
   unsupported_media_type: 'Unsupported Media Type',
   rate_limited: 'Too many checkout attempts from this user; retry in 1 s.',
+  not_found: 'No route for GET /no-such-path',
+  method_not_allowed: 'PUT is not allowed on /health: use GET or HEAD',
   service_unavailable: 'A dependency is unavailable; retry shortly.',
   clock_skew: UNAVAILABLE.clock_skew,
   internal_error: 'Something went wrong on our side.',
@@ -99,10 +101,25 @@ export const RetryAfter = Type.Integer({ minimum: 1, description: 'Seconds to wa
 
 /** Statuses whose codes are the same on every route that can answer them. */
 export const BadRequestError = errorResponse(
-  'Malformed request: `invalid_request` (parameters or body fail the schema or the rules in the description), ' +
+  'Malformed request: `invalid_request` (a parameter or the body fails its schema in this document), ' +
   '`invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), ' +
   '`bad_request` (any other unreadable request).',
   ['invalid_request', 'invalid_json', 'invalid_content_length', 'bad_request'])
+/**
+ * 422: the request matches every schema of the operation but breaks a rule between parameters
+ * (or between the query and the body) that OpenAPI cannot state: an OpenAPI parameter is described
+ * on its own, so "one of `id` and `item_id`" is not expressible (@fastify/swagger renders a
+ * querystring object's properties as separate parameters and drops an object-level `anyOf`).
+ * The route enforces such rules and the operation's description states them. A 400 is thus only
+ * ever for what the document itself refuses.
+ */
+export const unprocessableError = (description: string) => errorResponse(description, ['invalid_request'])
+
+/** A known path asked with a method it does not serve (plugins/errors.ts); `Allow` lists those it does. */
+export const MethodNotAllowedError = errorResponse('This path does not serve that method: `Allow` lists the methods it does.',
+  ['method_not_allowed'], { headers: { allow: Type.String({ description: 'The methods the path serves, e.g. `GET, HEAD`' }) } })
+export const NotFoundError = errorResponse('No route has this path.', ['not_found'])
+
 export const RequestTimeoutError = errorResponse('The request (headers or body) did not arrive within the server\'s timeout; the connection is closed.',
   ['request_timeout'])
 export const HeadersTooLargeError = errorResponse('The request headers exceed the server\'s limit (16 KiB); the connection is closed.',

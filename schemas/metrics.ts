@@ -10,6 +10,7 @@ export const MetricsText = Type.String({
 })
 
 export const metricsSchema = {
+  operationId: 'getMetrics',
   summary: 'Prometheus metrics',
   description: 'Process metrics, HTTP request durations by route, checkout attempts by outcome, the current ' +
     'sale\'s sold/held/left items, group-commit queue depth and flushes, 503s by cause and dependency errors.',

@@ -23,6 +23,7 @@ export const HealthResponse = Type.Object({
 }, { title: 'HealthResponse' })
 
 export const healthSchema = {
+  operationId: 'getHealth',
   summary: 'Liveness and dependency health',
   description: 'Probes Postgres and Redis separately; 503 when either is down.',
   tags: ['ops'],
@@ -58,6 +59,7 @@ export const ServiceDescription = Type.Object({
 }, { title: 'ServiceDescription', description: 'The service and its current sale.' })
 
 export const rootSchema = {
+  operationId: 'getService',
   summary: 'Describe the service and the current sale',
   description: 'Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and the next sale: when it opens and whether it is prepared.',
   tags: ['ops'],

@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import {
   BadRequestError, HeadersTooLargeError, InternalError, Item, PayloadTooLargeError, RequestTimeoutError, Timestamp, SaleUnavailableError, UnsupportedMediaTypeError,
-  errorResponse
+  errorResponse, unprocessableError
 } from './common.js'
 
 export const CheckoutCode = Type.String({
@@ -10,14 +10,19 @@ export const CheckoutCode = Type.String({
   'x-error-message': 'must be a checkout code: 22 characters of A-Z a-z 0-9 _ -'
 })
 
-// The example code goes in one place only (the body): Swagger UI's "Try it out" fills in every
-// example, and a code in both places is `invalid_request`.
+// The example code is on the body only. Swagger UI's "Try it out" fills the body with it; a code
+// pasted into the query field then wins over that example (see `purchaseSchema`), so either field
+// buys without touching the other.
 export const PurchaseQuery = Type.Object({
-  code: Type.Optional(CheckoutCode)
+  code: Type.Optional({
+    ...CheckoutCode,
+    description: 'The checkout code (this shape needs no body). When a JSON body is sent as well, this one is ' +
+      'redeemed and the body\'s `checkout_code` is not used (the body must still match its schema).'
+  })
 })
 
 export const PurchaseBody = Type.Object({
-  checkout_code: { ...CheckoutCode, examples: ['q1mHh2p1oN2wq0mVf3c3Zw'] }
+  checkout_code: { ...CheckoutCode, examples: ['q1mHh2p1oN2wq0mVf3c3Zw'], description: 'The checkout code, when the query has no `code`' }
 })
 
 export type PurchaseQueryT = Static<typeof PurchaseQuery>
@@ -48,11 +53,16 @@ export const PurchaseGoneError = errorResponse(
   '`sale_over` (it belongs to an earlier hour\'s sale).',
   ['code_expired', 'sale_over'])
 
+export const PurchaseUnprocessableError = unprocessableError(
+  'No checkout code: the query has no `code` and there is no JSON body. (Each is optional on its own; one is needed.)')
+
 export const purchaseSchema = {
+  operationId: 'purchase',
   summary: 'Redeem a checkout code',
-  description: 'Buys the item reserved by a checkout code from your own POST /checkout, given once: as `?code=` ' +
-    '(with no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. No code, both shapes at once, or ' +
-    'a code that is not 22 characters of base64url is `invalid_request`.',
+  description: 'Buys the item reserved by a checkout code from your own POST /checkout, given as `?code=` (with ' +
+    'no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. When both are given, the query\'s ' +
+    '`code` is the one redeemed. Neither is 422 `invalid_request`; a code that is not 22 characters of ' +
+    'base64url, or a body that does not match its schema, is 400 `invalid_request`.',
   tags: ['sale'],
   querystring: PurchaseQuery,
   // Keyed by media type: a request with no body (the `?code=` shape) has nothing to validate.
@@ -66,6 +76,7 @@ export const purchaseSchema = {
     408: RequestTimeoutError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
+    422: PurchaseUnprocessableError,
     431: HeadersTooLargeError,
     500: InternalError,
     503: SaleUnavailableError

@@ -16,6 +16,7 @@ export const SaleSnapshot = Type.Object({
 export type SaleSnapshotT = Static<typeof SaleSnapshot>
 
 export const salePageSchema = {
+  operationId: 'getSalePage',
   summary: 'Live sale page',
   description: 'An HTML page showing the current sale\'s sold / held / left items, the countdown to the next sale and ' +
     'checkouts per second, updated live from GET /sale/events.',
@@ -26,6 +27,7 @@ export const salePageSchema = {
 }
 
 export const saleEventsSchema = {
+  operationId: 'getSaleEvents',
   summary: 'Live sale counts (Server-Sent Events)',
   description: 'A text/event-stream that sends a SaleSnapshot as JSON about once a second until the client leaves ' +
     'or the server shuts down.',

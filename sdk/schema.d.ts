@@ -15,114 +15,7 @@ export interface paths {
          * Describe the service and the current sale
          * @description Name, version, the current sale (id, `opens_at`/`closes_at`, `items`, `sold`, `held` by live checkout codes, `left`) and the next sale: when it opens and whether it is prepared.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The service and its current sale. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            description: string;
-                            endpoints: {
-                                [key: string]: string;
-                            };
-                            next_sale: {
-                                /** @description Its id once prepared (SALE_PREPARE_SECONDS before it opens), else null */
-                                id: number | null;
-                                /**
-                                 * Format: date-time
-                                 * @example 2026-11-25T14:59:59.000Z
-                                 */
-                                opens_at: string;
-                                /** @description Countdown to `opens_at`, rounded up */
-                                opens_in_seconds: number;
-                                /** @description Created in Postgres and seeded in Redis: it opens on the clock, whatever happens to timers */
-                                prepared: boolean;
-                            };
-                            /**
-                             * Format: date-time
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            next_sale_at: string;
-                            /**
-                             * Format: date-time
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            now: string;
-                            sale: {
-                                checkout_ttl_seconds: number;
-                                /**
-                                 * Format: date-time
-                                 * @example 2026-11-25T14:59:59.000Z
-                                 */
-                                closes_at: string;
-                                /** @description Items held by live, unredeemed checkout codes */
-                                held: number;
-                                id: number;
-                                /** @description Items in this sale */
-                                items: number;
-                                /** @description Items still available to check out */
-                                left: number;
-                                /**
-                                 * Format: date-time
-                                 * @example 2026-11-25T14:59:59.000Z
-                                 */
-                                opens_at: string;
-                                sold: number;
-                                user_limit: number;
-                            };
-                            service: string;
-                            version: string;
-                        };
-                    };
-                };
-                /** @description A bug on our side. */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "internal_error";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
-                503: {
-                    headers: {
-                        /** @description Seconds to wait before retrying */
-                        "retry-after"?: number;
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "service_unavailable" | "clock_skew";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getService"];
         put?: never;
         post?: never;
         delete?: never;
@@ -142,269 +35,9 @@ export interface paths {
         put?: never;
         /**
          * Reserve one item of the current sale
-         * @description Reserves item `id` (or `item_id`) for `user_id` and returns a short-lived checkout code, valid for `CHECKOUT_TTL_SECONDS` or until the end of the sale, whichever comes first. Give the item once: `id` or `item_id` (both only if equal); a missing item, repeated parameters or disagreeing aliases are `invalid_request`. Every attempt is recorded, accepted or refused. No body is expected.
+         * @description Reserves item `id` (or `item_id`) for `user_id` and returns a short-lived checkout code, valid for `CHECKOUT_TTL_SECONDS` or until the end of the sale, whichever comes first. Redeem it with `purchase` (the `purchase` link of the 200 response). Name the item once: `id` or `item_id`, or both when equal. Both are optional parameters, but a query with neither, or with two different values, is 422 `invalid_request`; a parameter that fails its schema (or is repeated) is 400 `invalid_request`. Every attempt is recorded, accepted or refused. No body is expected.
          */
-        post: {
-            parameters: {
-                query: {
-                    /**
-                     * @description Caller-chosen user id: 1-64 of A-Z a-z 0-9 . _ : @ -
-                     * @example user-1234
-                     */
-                    user_id: string;
-                    /**
-                     * @description Item id, 1..SALE_ITEMS, in canonical decimal (no sign, leading zero, exponent or spaces)
-                     * @example 42
-                     */
-                    id?: string;
-                    /** @description Alias of `id` (the seed API spelling) */
-                    item_id?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The item is reserved for the user: redeem `code` with POST /purchase before `expires_at`. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Checkout code to redeem with POST /purchase (128 random bits, base64url)
-                             * @example q1mHh2p1oN2wq0mVf3c3Zw
-                             */
-                            code: string;
-                            /**
-                             * Format: date-time
-                             * @description The code expires at this instant (TTL or sale end, whichever is first)
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            expires_at: string;
-                            /** Item */
-                            item: {
-                                description: string;
-                                /** @example 42 */
-                                id: number;
-                                /** @example Item #42 */
-                                name: string;
-                                /**
-                                 * @description Price in currency units, two decimals
-                                 * @example 199.99
-                                 */
-                                price: number;
-                            };
-                            sale_id: number;
-                        };
-                    };
-                };
-                /** @description Malformed request: `invalid_request` (parameters or body fail the schema or the rules in the description), `invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), `bad_request` (any other unreadable request). */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "invalid_request" | "invalid_json" | "invalid_content_length" | "bad_request";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The user already holds or has bought `USER_LIMIT` items of this sale. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "user_limit_reached";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The item id is outside `1..SALE_ITEMS`. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "unknown_item";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
-                408: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "request_timeout";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` (this user's own live checkout holds it: `code` and `expires_at` are that checkout's, so a retry after a lost answer can still buy), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description With `already_reserved_by_you`: the code of the user's live checkout of this item
-                             * @example q1mHh2p1oN2wq0mVf3c3Zw
-                             */
-                            code?: string;
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "item_reserved" | "already_reserved_by_you" | "item_sold" | "sold_out" | "no_active_sale";
-                            /**
-                             * Format: date-time
-                             * @description With `already_reserved_by_you`: when that code expires
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            expires_at?: string;
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The body is larger than `BODY_LIMIT_BYTES` (1024 by default). */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "payload_too_large";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The body is not `application/json`. */
-                415: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "unsupported_media_type";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description An abuse limit (per user or per client IP) is exceeded; retry after `Retry-After` seconds. */
-                429: {
-                    headers: {
-                        /** @description Seconds to wait before retrying */
-                        "retry-after"?: number;
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "rate_limited";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
-                431: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "headers_too_large";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description A bug on our side. */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "internal_error";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
-                503: {
-                    headers: {
-                        /** @description Seconds to wait before retrying */
-                        "retry-after"?: number;
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "service_unavailable" | "clock_skew";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-            };
-        };
+        post: operations["checkout"];
         delete?: never;
         options?: never;
         head?: never;
@@ -422,120 +55,7 @@ export interface paths {
          * Liveness and dependency health
          * @description Probes Postgres and Redis separately; 503 when either is down.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Postgres and Redis both answer. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            postgres: {
-                                /** @description Why the probe failed */
-                                error?: string;
-                                /** @description Round trip of the probe */
-                                latency_ms: number;
-                                ok: boolean;
-                            };
-                            redis: {
-                                /** @description Why the probe failed */
-                                error?: string;
-                                /** @description Round trip of the probe */
-                                latency_ms: number;
-                                ok: boolean;
-                            };
-                            /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
-                            spool: {
-                                /** @description Spooled attempts not written to Postgres yet */
-                                bytes: number;
-                                /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
-                                dropped: number;
-                                /** @description Why the last attempt was dropped, while `ok` is false */
-                                error?: string;
-                                /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
-                                ok: boolean;
-                                /** @description Malformed spool lines moved aside unreplayed since start */
-                                quarantined: number;
-                            };
-                            status: "ok" | "unavailable";
-                        };
-                    };
-                };
-                /** @description A bug on our side. */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "internal_error";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body). */
-                503: {
-                    headers: {
-                        /** @description Seconds to wait before retrying */
-                        "retry-after"?: number;
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            postgres: {
-                                /** @description Why the probe failed */
-                                error?: string;
-                                /** @description Round trip of the probe */
-                                latency_ms: number;
-                                ok: boolean;
-                            };
-                            redis: {
-                                /** @description Why the probe failed */
-                                error?: string;
-                                /** @description Round trip of the probe */
-                                latency_ms: number;
-                                ok: boolean;
-                            };
-                            /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
-                            spool: {
-                                /** @description Spooled attempts not written to Postgres yet */
-                                bytes: number;
-                                /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
-                                dropped: number;
-                                /** @description Why the last attempt was dropped, while `ok` is false */
-                                error?: string;
-                                /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
-                                ok: boolean;
-                                /** @description Malformed spool lines moved aside unreplayed since start */
-                                quarantined: number;
-                            };
-                            status: "ok" | "unavailable";
-                        } | {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "service_unavailable";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -555,26 +75,7 @@ export interface paths {
          * Prometheus metrics
          * @description Process metrics, HTTP request durations by route, checkout attempts by outcome, the current sale's sold/held/left items, group-commit queue depth and flushes, 503s by cause and dependency errors.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Metrics in the Prometheus text format */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/plain; version=0.0.4": string;
-                    };
-                };
-            };
-        };
+        get: operations["getMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -594,249 +95,9 @@ export interface paths {
         put?: never;
         /**
          * Redeem a checkout code
-         * @description Buys the item reserved by a checkout code from your own POST /checkout, given once: as `?code=` (with no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. No code, both shapes at once, or a code that is not 22 characters of base64url is `invalid_request`.
+         * @description Buys the item reserved by a checkout code from your own POST /checkout, given as `?code=` (with no body, or an empty one) or as a JSON body `{"checkout_code": ...}`. When both are given, the query's `code` is the one redeemed. Neither is 422 `invalid_request`; a code that is not 22 characters of base64url, or a body that does not match its schema, is 400 `invalid_request`.
          */
-        post: {
-            parameters: {
-                query?: {
-                    /** @description A checkout code from POST /checkout */
-                    code?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A checkout code from POST /checkout
-                         * @example q1mHh2p1oN2wq0mVf3c3Zw
-                         */
-                        checkout_code: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description The item is bought; the purchase is committed in Postgres. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** Item */
-                            item: {
-                                description: string;
-                                /** @example 42 */
-                                id: number;
-                                /** @example Item #42 */
-                                name: string;
-                                /**
-                                 * @description Price in currency units, two decimals
-                                 * @example 199.99
-                                 */
-                                price: number;
-                            };
-                            purchase_id: number;
-                            /**
-                             * Format: date-time
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            purchased_at: string;
-                            sale_id: number;
-                            /**
-                             * @description Amount charged, currency units
-                             * @example 199.99
-                             */
-                            total_price: number;
-                            /** @description Items this user has bought in this sale, this one included */
-                            user_purchases: number;
-                        };
-                    };
-                };
-                /** @description Malformed request: `invalid_request` (parameters or body fail the schema or the rules in the description), `invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), `bad_request` (any other unreadable request). */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "invalid_request" | "invalid_json" | "invalid_content_length" | "bad_request";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description No such checkout code was ever issued. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "unknown_code";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
-                408: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "request_timeout";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The code was already redeemed (of two racing redemptions, one buys). Once that purchase has committed, `purchase_id` and `purchased_at` name it, so a retry after a lost answer learns the item is bought. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "code_used";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                            /** @description The purchase this code made */
-                            purchase_id?: number;
-                            /**
-                             * Format: date-time
-                             * @description When that purchase was made
-                             * @example 2026-11-25T14:59:59.000Z
-                             */
-                            purchased_at?: string;
-                        };
-                    };
-                };
-                /** @description The code can no longer be redeemed: `code_expired` (past its `expires_at`; its item went back on sale) or `sale_over` (it belongs to an earlier hour's sale). */
-                410: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "code_expired" | "sale_over";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The body is larger than `BODY_LIMIT_BYTES` (1024 by default). */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "payload_too_large";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The body is not `application/json`. */
-                415: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "unsupported_media_type";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
-                431: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "headers_too_large";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description A bug on our side. */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "internal_error";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-                /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
-                503: {
-                    headers: {
-                        /** @description Seconds to wait before retrying */
-                        "retry-after"?: number;
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /**
-                             * @description Stable machine-readable error code
-                             * @enum {string}
-                             */
-                            error: "service_unavailable" | "clock_skew";
-                            /** @description Human-readable explanation (may change; match on `error`) */
-                            message: string;
-                        };
-                    };
-                };
-            };
-        };
+        post: operations["purchase"];
         delete?: never;
         options?: never;
         head?: never;
@@ -854,26 +115,7 @@ export interface paths {
          * Live sale page
          * @description An HTML page showing the current sale's sold / held / left items, the countdown to the next sale and checkouts per second, updated live from GET /sale/events.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The page (its script and stylesheet are /sale/sale.js and /sale/sale.css) */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/html": string;
-                    };
-                };
-            };
-        };
+        get: operations["getSalePage"];
         put?: never;
         post?: never;
         delete?: never;
@@ -893,26 +135,7 @@ export interface paths {
          * Live sale counts (Server-Sent Events)
          * @description A text/event-stream that sends a SaleSnapshot as JSON about once a second until the client leaves or the server shuts down.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description An event stream; each `data:` line is a SaleSnapshot */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/event-stream": string;
-                    };
-                };
-            };
-        };
+        get: operations["getSaleEvents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -925,11 +148,867 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: never;
-    responses: never;
+    responses: {
+        /** @description This path does not serve that method: `Allow` lists the methods it does. */
+        MethodNotAllowed: {
+            headers: {
+                /** @description The methods the path serves, e.g. `GET, HEAD` */
+                allow?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": {
+                    /**
+                     * @description Stable machine-readable error code
+                     * @enum {string}
+                     */
+                    error: "method_not_allowed";
+                    /** @description Human-readable explanation (may change; match on `error`) */
+                    message: string;
+                };
+            };
+        };
+        /** @description No route has this path. */
+        NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": {
+                    /**
+                     * @description Stable machine-readable error code
+                     * @enum {string}
+                     */
+                    error: "not_found";
+                    /** @description Human-readable explanation (may change; match on `error`) */
+                    message: string;
+                };
+            };
+        };
+    };
     parameters: never;
     requestBodies: never;
     headers: never;
     pathItems: never;
 }
 export type $defs = Record<string, never>;
-export type operations = Record<string, never>;
+export interface operations {
+    getService: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The service and its current sale. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        description: string;
+                        endpoints: {
+                            [key: string]: string;
+                        };
+                        next_sale: {
+                            /** @description Its id once prepared (SALE_PREPARE_SECONDS before it opens), else null */
+                            id: number | null;
+                            /**
+                             * Format: date-time
+                             * @example 2026-11-25T14:59:59.000Z
+                             */
+                            opens_at: string;
+                            /** @description Countdown to `opens_at`, rounded up */
+                            opens_in_seconds: number;
+                            /** @description Created in Postgres and seeded in Redis: it opens on the clock, whatever happens to timers */
+                            prepared: boolean;
+                        };
+                        /**
+                         * Format: date-time
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        next_sale_at: string;
+                        /**
+                         * Format: date-time
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        now: string;
+                        sale: {
+                            checkout_ttl_seconds: number;
+                            /**
+                             * Format: date-time
+                             * @example 2026-11-25T14:59:59.000Z
+                             */
+                            closes_at: string;
+                            /** @description Items held by live, unredeemed checkout codes */
+                            held: number;
+                            id: number;
+                            /** @description Items in this sale */
+                            items: number;
+                            /** @description Items still available to check out */
+                            left: number;
+                            /**
+                             * Format: date-time
+                             * @example 2026-11-25T14:59:59.000Z
+                             */
+                            opens_at: string;
+                            sold: number;
+                            user_limit: number;
+                        };
+                        service: string;
+                        version: string;
+                    };
+                };
+            };
+            /** @description A bug on our side. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "internal_error";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "service_unavailable" | "clock_skew";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+        };
+    };
+    checkout: {
+        parameters: {
+            query: {
+                /**
+                 * @description Caller-chosen user id: 1-64 of A-Z a-z 0-9 . _ : @ -
+                 * @example user-1234
+                 */
+                user_id: string;
+                /**
+                 * @description Item id, 1..SALE_ITEMS, in canonical decimal (no sign, leading zero, exponent or spaces). Give `id` or `item_id` (422 without either).
+                 * @example 42
+                 */
+                id?: string;
+                /** @description Alias of `id` (the seed API spelling): give it instead of `id`, or with `id` and equal to it (422 otherwise) */
+                item_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The item is reserved for the user: redeem `code` with POST /purchase before `expires_at`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Checkout code to redeem with POST /purchase (128 random bits, base64url)
+                         * @example q1mHh2p1oN2wq0mVf3c3Zw
+                         */
+                        code: string;
+                        /**
+                         * Format: date-time
+                         * @description The code expires at this instant (TTL or sale end, whichever is first)
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        expires_at: string;
+                        /** Item */
+                        item: {
+                            description: string;
+                            /** @example 42 */
+                            id: number;
+                            /** @example Item #42 */
+                            name: string;
+                            /**
+                             * @description Price in currency units, two decimals
+                             * @example 199.99
+                             */
+                            price: number;
+                        };
+                        sale_id: number;
+                    };
+                };
+            };
+            /** @description Malformed request: `invalid_request` (a parameter or the body fails its schema in this document), `invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), `bad_request` (any other unreadable request). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "invalid_request" | "invalid_json" | "invalid_content_length" | "bad_request";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The user already holds or has bought `USER_LIMIT` items of this sale. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "user_limit_reached";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The item id is outside `1..SALE_ITEMS`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "unknown_item";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "request_timeout";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The item cannot be reserved now: `item_reserved` (another live checkout holds it), `already_reserved_by_you` (this user's own live checkout holds it: `code` and `expires_at` are that checkout's, so a retry after a lost answer can still buy), `item_sold`, `sold_out` (every item of the sale is sold), `no_active_sale` (the hour's sale is not open yet). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description With `already_reserved_by_you`: the code of the user's live checkout of this item
+                         * @example q1mHh2p1oN2wq0mVf3c3Zw
+                         */
+                        code?: string;
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "item_reserved" | "already_reserved_by_you" | "item_sold" | "sold_out" | "no_active_sale";
+                        /**
+                         * Format: date-time
+                         * @description With `already_reserved_by_you`: when that code expires
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        expires_at?: string;
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The body is larger than `BODY_LIMIT_BYTES` (1024 by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "payload_too_large";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "unsupported_media_type";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The query matches the parameters' schemas but breaks the rule between them: it names no item (neither `id` nor `item_id`), or gives both with different values. Nothing is reserved; the attempt is recorded. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "invalid_request";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description An abuse limit (per user or per client IP) is exceeded; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "rate_limited";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "headers_too_large";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description A bug on our side. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "internal_error";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "service_unavailable" | "clock_skew";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+        };
+    };
+    getHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Postgres and Redis both answer. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        postgres: {
+                            /** @description Why the probe failed */
+                            error?: string;
+                            /** @description Round trip of the probe */
+                            latency_ms: number;
+                            ok: boolean;
+                        };
+                        redis: {
+                            /** @description Why the probe failed */
+                            error?: string;
+                            /** @description Round trip of the probe */
+                            latency_ms: number;
+                            ok: boolean;
+                        };
+                        /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
+                        spool: {
+                            /** @description Spooled attempts not written to Postgres yet */
+                            bytes: number;
+                            /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
+                            dropped: number;
+                            /** @description Why the last attempt was dropped, while `ok` is false */
+                            error?: string;
+                            /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
+                            ok: boolean;
+                            /** @description Malformed spool lines moved aside unreplayed since start */
+                            quarantined: number;
+                        };
+                        status: "ok" | "unavailable";
+                    };
+                };
+            };
+            /** @description A bug on our side. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "internal_error";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description Postgres or Redis (or both) is down (the health body), or the service is shutting down (the error body). */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        postgres: {
+                            /** @description Why the probe failed */
+                            error?: string;
+                            /** @description Round trip of the probe */
+                            latency_ms: number;
+                            ok: boolean;
+                        };
+                        redis: {
+                            /** @description Why the probe failed */
+                            error?: string;
+                            /** @description Round trip of the probe */
+                            latency_ms: number;
+                            ok: boolean;
+                        };
+                        /** @description The attempt spool, where checkout attempts wait that Postgres could not take */
+                        spool: {
+                            /** @description Spooled attempts not written to Postgres yet */
+                            bytes: number;
+                            /** @description Attempts answered 503 that the spool could not keep since start: unrecorded */
+                            dropped: number;
+                            /** @description Why the last attempt was dropped, while `ok` is false */
+                            error?: string;
+                            /** @description False from a checkout attempt the spool could not keep (full, or its disk refused the write) until a write succeeds or a replay frees room; does not change the status */
+                            ok: boolean;
+                            /** @description Malformed spool lines moved aside unreplayed since start */
+                            quarantined: number;
+                        };
+                        status: "ok" | "unavailable";
+                    } | {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "service_unavailable";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Metrics in the Prometheus text format */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": string;
+                };
+            };
+        };
+    };
+    purchase: {
+        parameters: {
+            query?: {
+                /** @description The checkout code (this shape needs no body). When a JSON body is sent as well, this one is redeemed and the body's `checkout_code` is not used (the body must still match its schema). */
+                code?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description The checkout code, when the query has no `code`
+                     * @example q1mHh2p1oN2wq0mVf3c3Zw
+                     */
+                    checkout_code: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The item is bought; the purchase is committed in Postgres. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Item */
+                        item: {
+                            description: string;
+                            /** @example 42 */
+                            id: number;
+                            /** @example Item #42 */
+                            name: string;
+                            /**
+                             * @description Price in currency units, two decimals
+                             * @example 199.99
+                             */
+                            price: number;
+                        };
+                        purchase_id: number;
+                        /**
+                         * Format: date-time
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        purchased_at: string;
+                        sale_id: number;
+                        /**
+                         * @description Amount charged, currency units
+                         * @example 199.99
+                         */
+                        total_price: number;
+                        /** @description Items this user has bought in this sale, this one included */
+                        user_purchases: number;
+                    };
+                };
+            };
+            /** @description Malformed request: `invalid_request` (a parameter or the body fails its schema in this document), `invalid_json` (unparsable JSON body), `invalid_content_length` (body shorter or longer than Content-Length), `bad_request` (any other unreadable request). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "invalid_request" | "invalid_json" | "invalid_content_length" | "bad_request";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description No such checkout code was ever issued. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "unknown_code";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The request (headers or body) did not arrive within the server's timeout; the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "request_timeout";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The code was already redeemed (of two racing redemptions, one buys). Once that purchase has committed, `purchase_id` and `purchased_at` name it, so a retry after a lost answer learns the item is bought. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "code_used";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                        /** @description The purchase this code made */
+                        purchase_id?: number;
+                        /**
+                         * Format: date-time
+                         * @description When that purchase was made
+                         * @example 2026-11-25T14:59:59.000Z
+                         */
+                        purchased_at?: string;
+                    };
+                };
+            };
+            /** @description The code can no longer be redeemed: `code_expired` (past its `expires_at`; its item went back on sale) or `sale_over` (it belongs to an earlier hour's sale). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "code_expired" | "sale_over";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The body is larger than `BODY_LIMIT_BYTES` (1024 by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "payload_too_large";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "unsupported_media_type";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description No checkout code: the query has no `code` and there is no JSON body. (Each is optional on its own; one is needed.) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "invalid_request";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description The request headers exceed the server's limit (16 KiB); the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "headers_too_large";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description A bug on our side. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "internal_error";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+            /** @description `service_unavailable`: Postgres or Redis is down or saturated, or the service is shutting down. `clock_skew`: the service's clocks (Redis's, the host's, Postgres's) disagree by more than the configured bound, or a clock stepped back, so no sale decision is made until they agree again. Either way nothing was done. Retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description Stable machine-readable error code
+                         * @enum {string}
+                         */
+                        error: "service_unavailable" | "clock_skew";
+                        /** @description Human-readable explanation (may change; match on `error`) */
+                        message: string;
+                    };
+                };
+            };
+        };
+    };
+    getSalePage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page (its script and stylesheet are /sale/sale.js and /sale/sale.css) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+        };
+    };
+    getSaleEvents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream; each `data:` line is a SaleSnapshot */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+        };
+    };
+}

@@ -84,7 +84,10 @@ export class ServiceUnavailable extends Error {
   }
 }
 
-/** The request is malformed in a way a schema cannot express (e.g. both or neither of two aliases). */
+/**
+ * The request matches its schemas but breaks a rule between parameters that OpenAPI cannot state
+ * (neither of two aliases, or both with different values): 422 `invalid_request`.
+ */
 export class InvalidRequest extends Error {
   constructor (message: string) {
     super(message)

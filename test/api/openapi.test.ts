@@ -6,7 +6,7 @@ import { errorCodes, type FastifyInstance } from 'fastify'
 import openapiTS, { astToString, COMMENT_HEADER } from 'openapi-typescript'
 import { chromium } from 'playwright-core'
 import { FRAMEWORK_ERRORS, PARSER_ERRORS, REFUSAL_STATUS } from '../../plugins/errors.js'
-import { DOCS_PREFIX } from '../../plugins/openapi.js'
+import { DOCS_PREFIX, servedDocument } from '../../plugins/openapi.js'
 import { securityHeaders } from '../../plugins/security.js'
 import { generateOpenApi, OPENAPI_FILE, renderOpenApi } from '../../src/cli/openapi.js'
 import { buildTestApp, isolatedConfig, TestClock } from '../support/helpers.js'
@@ -18,8 +18,12 @@ const SDK_PACKAGE_FILE = new URL('../../sdk/package.json', import.meta.url)
 const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => path !== undefined && existsSync(path))
 
 interface Media { schema?: { properties?: { error?: { enum?: string[] } } }, examples?: Record<string, { value: { error: string, message: string } }> }
-interface Operation { summary?: string, description?: string, tags?: string[], requestBody?: { required?: boolean }, responses: Record<string, { description: string, content?: Record<string, Media> }> }
-interface Document { paths: Record<string, Record<string, Operation>> }
+interface Link { operationId?: string, parameters?: Record<string, string> }
+interface Operation {
+  operationId?: string, summary?: string, description?: string, tags?: string[], requestBody?: { required?: boolean },
+  responses: Record<string, { description: string, content?: Record<string, Media>, links?: Record<string, Link> }>
+}
+interface Document { paths: Record<string, Record<string, Operation>>, servers?: Array<{ url: string }> }
 
 /** (method, path) of every route of the app, from Fastify's own route tree (HEAD twins left out). */
 function appRoutes (app: FastifyInstance): Array<{ method: string, url: string }> {
@@ -43,7 +47,7 @@ function codesOf (operation: Operation | undefined, status: number | string): st
   return operation?.responses[String(status)]?.content?.['application/json']?.schema?.properties?.error?.enum ?? []
 }
 
-test('the served document is the committed openapi.json, and `npm run openapi` generates the same', async (t) => {
+test('the served document is the committed openapi.json (relative server first), and `npm run openapi` generates the same', async (t) => {
   const config = isolatedConfig(t)
   const app = await buildTestApp(t, config, new TestClock(Date.parse(T0)))
   const res = await app.inject({ method: 'GET', url: `${DOCS_PREFIX}/json` })
@@ -51,7 +55,12 @@ test('the served document is the committed openapi.json, and `npm run openapi` g
   const served = renderOpenApi(res.json())
 
   const committed = await readFile(OPENAPI_FILE, 'utf8').catch(() => '(missing)')
-  assert.ok(served === committed, 'openapi.json is not what the routes declare: run `npm run openapi` (then `npm run sdk`) and commit both')
+  assert.ok(committed === '(missing)' || served === renderOpenApi(servedDocument(JSON.parse(committed) as Document)),
+    'openapi.json is not what the routes declare: run `npm run openapi` (then `npm run sdk`) and commit both')
+  // A generator takes the first server as its base URL: the file names `npm start`'s address first; the
+  // served document, which has a location of its own, names itself (Swagger UI then calls this service).
+  assert.deepEqual((JSON.parse(committed) as Document).servers?.map((s) => s.url), ['http://localhost:3000', '/'])
+  assert.deepEqual(res.json<Document>().servers?.map((s) => s.url), ['/', 'http://localhost:3000'])
   const generated = await generateOpenApi(isolatedConfig(t))
   assert.ok(generated === committed, '`npm run openapi` would write another openapi.json: run it and commit the result')
 })
@@ -116,7 +125,7 @@ test('Swagger UI renders in a real browser without a CSP violation', { skip: CHR
   page.on('pageerror', (error) => problems.push(error.message))
   await page.addInitScript({ content: "document.addEventListener('securitypolicyviolation', (e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))" })
   await page.goto(`http://127.0.0.1:${address.port}${DOCS_PREFIX}`)
-  await page.waitForSelector('#operations-sale-post_checkout', { timeout: 20_000 })
+  await page.waitForSelector('#operations-sale-checkout', { timeout: 20_000 })
   const paths = await page.$$eval('.opblock-summary-path', (elements) => elements.map((e) => e.textContent))
   assert.ok(paths.includes('/checkout') && paths.includes('/purchase'), String(paths))
   assert.deepEqual(problems, [])
@@ -138,6 +147,14 @@ test('every route is documented, and every error status lists the exact codes th
     assert.ok(operation.summary && operation.tags?.length, `${method} ${url} has a summary and a tag`)
   }
   assert.ok(!Object.keys(doc.paths).some((url) => url.startsWith(DOCS_PREFIX)), 'the /docs routes are not documented')
+
+  // Generators name methods by operationId: one per operation, unique.
+  const operationIds = Object.values(doc.paths).flatMap((operations) => Object.values(operations).map((o) => o.operationId))
+  assert.ok(operationIds.every((id) => typeof id === 'string' && /^[a-z][A-Za-z]+$/.test(id)), String(operationIds))
+  assert.equal(new Set(operationIds).size, operationIds.length, 'operationIds are unique')
+  // A checkout's code is the purchase's input.
+  assert.deepEqual(doc.paths['/checkout']?.post?.responses['200']?.links?.purchase,
+    { operationId: 'purchase', parameters: { code: '$response.body#/code' }, description: 'Redeem the checkout code: `POST /purchase?code={code}`' })
 
   const checkout = op('post', '/checkout')
   const purchase = op('post', '/purchase')
@@ -171,6 +188,9 @@ test('every route is documented, and every error status lists the exact codes th
   assert.deepEqual(codesOf(purchase, 404), ['unknown_code'])
   assert.deepEqual(codesOf(purchase, 409), ['code_used'])
   assert.deepEqual(codesOf(purchase, 410).sort(), ['code_expired', 'sale_over'])
+  // The rules between parameters the document cannot state.
+  assert.deepEqual(codesOf(checkout, 422), ['invalid_request'])
+  assert.deepEqual(codesOf(purchase, 422), ['invalid_request'])
 
   // Both POST routes read a body, so every body error Fastify raises (renamed by plugins/errors.ts) can reach them.
   for (const operation of [checkout, purchase]) {
@@ -192,4 +212,34 @@ test('every route is documented, and every error status lists the exact codes th
   assert.deepEqual(codesOf(op('get', '/'), 503), ['service_unavailable', 'clock_skew'])
   for (const operation of Object.values(ours)) assert.deepEqual(codesOf(operation, 500), ['internal_error'])
   assert.equal(purchase?.responses['429'], undefined, 'only checkout is rate limited')
+})
+
+test('a known path asked with another method is 405 with Allow, in the error shape and with the security headers', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  const doc = (await app.inject({ method: 'GET', url: `${DOCS_PREFIX}/json` })).json<Document & { components: { responses: Record<string, unknown> } }>()
+  assert.ok(doc.components.responses.MethodNotAllowed !== undefined && doc.components.responses.NotFound !== undefined, 'both are documented')
+  const apiHeaders = securityHeaders()
+  const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+  for (const [url, operations] of Object.entries(doc.paths)) {
+    const documented = Object.keys(operations).map((m) => m.toUpperCase())
+    const allowed = [...new Set([...documented, ...(documented.includes('GET') ? ['HEAD'] : [])])].sort()
+    for (const method of methods.filter((m) => !allowed.includes(m))) {
+      const res = await app.inject({ method, url })
+      assert.equal(res.statusCode, 405, `${method} ${url}`)
+      assert.equal(res.headers.allow, allowed.join(', '), `${method} ${url}`)
+      if (method !== 'HEAD') {
+        assert.deepEqual(Object.keys(res.json()).sort(), ['error', 'message'])
+        assert.equal(res.json().error, 'method_not_allowed')
+      }
+      for (const [name, value] of apiHeaders) assert.equal(res.headers[name], value, `${method} ${url}: ${name}`)
+    }
+  }
+  // With its query string, and for the static assets under a wildcard route too.
+  assert.equal((await app.inject({ method: 'PUT', url: '/health?x=1' })).headers.allow, 'GET, HEAD')
+  assert.equal((await app.inject({ method: 'DELETE', url: `${DOCS_PREFIX}/static/index.html` })).headers.allow, 'GET, HEAD')
+  // An unknown path is still 404.
+  const unknown = await app.inject({ method: 'PUT', url: '/no-such-path' })
+  assert.equal(unknown.statusCode, 404)
+  assert.equal(unknown.json().error, 'not_found')
+  assert.equal(unknown.headers.allow, undefined)
 })

@@ -31,7 +31,7 @@ test('the JSON body shape {"checkout_code"} works too, and user_purchases counts
   }
 })
 
-test('refusals: unknown, used and expired codes; both or neither code shape', async (t) => {
+test('refusals: unknown, used and expired codes; no code (422) or a malformed one (400)', async (t) => {
   const clock = new TestClock(Date.parse(T0))
   const app = await buildTestApp(t, isolatedConfig(t), clock)
 
@@ -57,10 +57,13 @@ test('refusals: unknown, used and expired codes; both or neither code shape', as
   assert.equal((await purchase(app, late.code)).json().error, 'code_expired', 'still expired on retry')
   assert.equal((await checkout(app, 'user_id=b&id=2')).statusCode, 200, 'its item went back on sale')
 
+  // Neither shape: each is optional in the document, one is needed.
+  const none = await app.inject({ method: 'POST', url: '/purchase' })
+  assert.equal(none.statusCode, 422)
+  assert.equal(none.json().error, 'invalid_request')
   for (const request of [
-    { url: '/purchase' },
-    { url: `/purchase?code=${code}`, payload: { checkout_code: code } },
     { url: '/purchase?code=short' },
+    { url: `/purchase?code=${code}`, payload: { checkout_code: 'short' } },
     { url: '/purchase', payload: { checkout_code: 42 } },
     { url: '/purchase', payload: { checkout_code: [code] } }
   ]) {
@@ -69,6 +72,19 @@ test('refusals: unknown, used and expired codes; both or neither code shape', as
     assert.equal(res.json().error, 'invalid_request')
   }
   assert.equal((await sql(app, 'SELECT 1 FROM purchases')).length, 1)
+})
+
+test('a code in both the query and the body: the query\'s is redeemed (Swagger UI pre-fills the body)', async (t) => {
+  const app = await buildTestApp(t, isolatedConfig(t), new TestClock(Date.parse(T0)))
+  const first = (await checkout(app, 'user_id=a&id=1')).json()
+  const second = (await checkout(app, 'user_id=a&id=2')).json()
+  const both = await app.inject({ method: 'POST', url: `/purchase?code=${first.code}`, payload: { checkout_code: second.code } })
+  assert.equal(both.statusCode, 200, both.body)
+  assert.equal(both.json().item.id, 1)
+  const equal = await app.inject({ method: 'POST', url: `/purchase?code=${second.code}`, payload: { checkout_code: second.code } })
+  assert.equal(equal.statusCode, 200, equal.body)
+  assert.equal(equal.json().item.id, 2)
+  assert.deepEqual(await sql(app, 'SELECT item_id FROM purchases ORDER BY item_id'), [{ item_id: 1 }, { item_id: 2 }])
 })
 
 test('hostile bodies: invalid JSON, wrong content type, oversized', async (t) => {
@@ -83,9 +99,10 @@ test('hostile bodies: invalid JSON, wrong content type, oversized', async (t) =>
     assert.equal(res.statusCode, status, error)
     assert.equal(res.json().error, error)
   }
-  const missing = await app.inject({ method: 'GET', url: '/purchase' })
-  assert.equal(missing.statusCode, 404)
-  assert.equal(missing.json().error, 'not_found')
+  const wrongMethod = await app.inject({ method: 'GET', url: '/purchase' })
+  assert.equal(wrongMethod.statusCode, 405)
+  assert.equal(wrongMethod.json().error, 'method_not_allowed')
+  assert.equal(wrongMethod.headers.allow, 'POST')
 })
 
 test('two redemptions of one code in the same instant buy once, and the others name that purchase', async (t) => {

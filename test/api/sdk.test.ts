@@ -78,7 +78,7 @@ test('every refusal the client can provoke arrives typed', async (t) => {
   const { api } = await serve(t, isolatedConfig(t, { USER_LIMIT: 3, CHECKOUT_TTL_SECONDS: 60 }), clock)
 
   assertRefused(await checkout(api, 'not a valid id', 1), 400, 'invalid_request')
-  assertRefused(await api.POST('/checkout', { params: { query: { user_id: 'alice' } } }), 400, 'invalid_request')
+  assertRefused(await api.POST('/checkout', { params: { query: { user_id: 'alice' } } }), 422, 'invalid_request')
   assertRefused(await checkout(api, 'alice', 21), 404, 'unknown_item') // SALE_ITEMS=20
 
   const held = await checkout(api, 'alice', 1)
@@ -95,7 +95,7 @@ test('every refusal the client can provoke arrives typed', async (t) => {
 
   assertRefused(await api.POST('/purchase', { params: { query: { code: 'A'.repeat(22) } } }), 404, 'unknown_code')
   assertRefused(await api.POST('/purchase', { params: { query: { code: 'short' } } }), 400, 'invalid_request')
-  assertRefused(await api.POST('/purchase', {}), 400, 'invalid_request')
+  assertRefused(await api.POST('/purchase', {}), 422, 'invalid_request')
   assertRefused(await api.POST('/purchase', { body: { checkout_code: 'x' } }), 400, 'invalid_request')
   assertRefused(await api.POST('/purchase', { body: { checkout_code: late.data.code }, bodySerializer: () => '{"checkout_code":' }), 400, 'invalid_json')
 

@@ -24,7 +24,7 @@ async function tryItOut (page: Page, operationId: string): Promise<Locator> {
 }
 
 /** Clicks Execute and returns the response Swagger UI received (status, JSON body) once it shows it. */
-async function execute (page: Page, operation: Locator, path: string): Promise<{ status: number, body: Record<string, unknown> }> {
+async function execute (page: Page, operation: Locator, path: string): Promise<{ status: number, body: Record<string, unknown>, url: URL }> {
   const [response] = await Promise.all([
     page.waitForResponse((r) => new URL(r.url()).pathname === path && r.request().method() === 'POST', { timeout: 15_000 }),
     operation.locator('button.execute').click()
@@ -32,55 +32,75 @@ async function execute (page: Page, operation: Locator, path: string): Promise<{
   const body = await response.json() as Record<string, unknown>
   const shown = operation.locator('.live-responses-table .response .response-col_status').first()
   await shown.filter({ hasText: String(response.status()) }).waitFor({ timeout: 5000 })
-  return { status: response.status(), body }
+  return { status: response.status(), body, url: new URL(response.url()) }
 }
 
-test('Swagger UI "Try it out" checks out and buys, with the code in the query field and then in the body', { skip: skipBrowser, timeout: 90_000 }, async (t) => {
+/** Opens /docs afresh: every Try it out form starts as Swagger UI fills it in. */
+async function openDocs (page: Page, origin: string): Promise<void> {
+  await page.goto(`${origin}${DOCS_PREFIX}`)
+  await page.locator('#operations-sale-checkout').waitFor({ timeout: 20_000 })
+}
+
+/** Checks out `id` with the other example values Swagger UI fills in (user `user-1234`); returns the code. */
+async function checkoutFromDocs (page: Page, origin: string, id: string): Promise<string> {
+  const checkout = await tryItOut(page, 'checkout')
+  assert.equal(await checkout.locator('tr[data-param-name="user_id"] input').inputValue(), 'user-1234')
+  assert.equal(await checkout.locator('tr[data-param-name="id"] input').inputValue(), '42')
+  await checkout.locator('tr[data-param-name="id"] input').fill(id)
+  const res = await execute(page, checkout, '/checkout')
+  assert.equal(res.status, 200, JSON.stringify(res.body))
+  assert.equal(res.url.origin, origin, 'Swagger UI calls the service that served it (the served document\'s first server)')
+  return res.body.code as string
+}
+
+test('Swagger UI "Try it out" buys with the code pasted into either field, the other left as it was', { skip: skipBrowser, timeout: 90_000 }, async (t) => {
   assert.ok(haveChromium, `CI must provide Chromium at ${CHROMIUM}`)
   const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 100 }), new TestClock(Date.parse('2031-03-04T13:10:00.000Z')))
   await app.listen({ host: '127.0.0.1', port: 0 })
+  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
   t.after(() => browser.close())
   const page = await browser.newPage({ viewport: { width: 1280, height: 2000 } })
   const problems: string[] = []
   page.on('pageerror', (error) => problems.push(error.message))
-  await page.goto(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}${DOCS_PREFIX}`)
+  const example = { checkout_code: 'q1mHh2p1oN2wq0mVf3c3Zw' }
 
-  // Checkout with the examples Swagger UI fills in (user `user-1234`, item 42).
-  const checkout = await tryItOut(page, 'post_checkout')
-  assert.equal(await checkout.locator('tr[data-param-name="user_id"] input').inputValue(), 'user-1234')
-  assert.equal(await checkout.locator('tr[data-param-name="id"] input').inputValue(), '42')
-  const first = await execute(page, checkout, '/checkout')
-  assert.equal(first.status, 200, JSON.stringify(first.body))
-  const firstCode = first.body.code as string
-
-  // The purchase form starts with the example code in the body only: the query field is empty.
-  const purchase = await tryItOut(page, 'post_purchase')
-  const codeField = purchase.locator('tr[data-param-name="code"] input')
-  const bodyField = purchase.locator('textarea.body-param__text')
-  assert.equal(await codeField.inputValue(), '')
-  assert.deepEqual(JSON.parse(await bodyField.inputValue()), { checkout_code: 'q1mHh2p1oN2wq0mVf3c3Zw' })
-
-  // 1. The code pasted into the query field, the body cleared: Swagger UI still sends
-  //    `Content-Type: application/json` with the empty body.
-  await codeField.fill(firstCode)
-  await bodyField.fill('')
+  // 1. The code pasted into the query field; the body keeps the example code Swagger UI filled in.
+  await openDocs(page, origin)
+  const first = await checkoutFromDocs(page, origin, '42')
+  let purchase = await tryItOut(page, 'purchase')
+  const bodyField = () => purchase.locator('textarea.body-param__text')
+  const codeField = () => purchase.locator('tr[data-param-name="code"] input')
+  assert.equal(await codeField().inputValue(), '')
+  assert.deepEqual(JSON.parse(await bodyField().inputValue()), example)
+  await codeField().fill(first)
   const byQuery = await execute(page, purchase, '/purchase')
   assert.equal(byQuery.status, 200, JSON.stringify(byQuery.body))
   assert.equal((byQuery.body.item as { id: number }).id, 42)
+  assert.deepEqual(JSON.parse(await bodyField().inputValue()), example, 'the body was not touched')
 
-  // 2. A second checkout (item 43), its code in the body, the query field cleared.
-  await checkout.locator('tr[data-param-name="id"] input').fill('43')
-  const second = await execute(page, checkout, '/checkout')
-  assert.equal(second.status, 200, JSON.stringify(second.body))
-  await codeField.fill('')
-  await bodyField.fill(JSON.stringify({ checkout_code: second.body.code }))
+  // 2. A fresh page: the code pasted into the body (in place of the example); the query field left empty.
+  await openDocs(page, origin)
+  const second = await checkoutFromDocs(page, origin, '43')
+  purchase = await tryItOut(page, 'purchase')
+  await bodyField().fill(JSON.stringify({ checkout_code: second }, null, 2))
+  assert.equal(await codeField().inputValue(), '', 'the query field was not touched')
   const byBody = await execute(page, purchase, '/purchase')
   assert.equal(byBody.status, 200, JSON.stringify(byBody.body))
   assert.equal((byBody.body.item as { id: number }).id, 43)
   assert.equal(byBody.body.user_purchases, 2)
 
+  // 3. The query field filled and the body cleared: Swagger UI still sends `Content-Type: application/json`
+  //    with the empty body, which is no body.
+  await openDocs(page, origin)
+  const third = await checkoutFromDocs(page, origin, '44')
+  purchase = await tryItOut(page, 'purchase')
+  await codeField().fill(third)
+  await bodyField().fill('')
+  const cleared = await execute(page, purchase, '/purchase')
+  assert.equal(cleared.status, 200, JSON.stringify(cleared.body))
+
   const rows = await sql<{ item_id: number }>(app, 'SELECT item_id FROM purchases ORDER BY item_id')
-  assert.deepEqual(rows.map((r) => r.item_id), [42, 43])
+  assert.deepEqual(rows.map((r) => r.item_id), [42, 43, 44])
   assert.deepEqual(problems, [])
 })

@@ -20,7 +20,11 @@ const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chro
 interface Media { schema?: { properties?: { error?: { enum?: string[] } } }, examples?: Record<string, { value: { error: string, message: string } }> }
 interface Link { operationId?: string, parameters?: Record<string, string> }
 interface Operation {
-  operationId?: string, summary?: string, description?: string, tags?: string[], requestBody?: { required?: boolean },
+  operationId?: string,
+  summary?: string,
+  description?: string,
+  tags?: string[],
+  requestBody?: { required?: boolean },
   responses: Record<string, { description: string, content?: Record<string, Media>, links?: Record<string, Link> }>
 }
 interface Document { paths: Record<string, Record<string, Operation>>, servers?: Array<{ url: string }> }

@@ -91,15 +91,15 @@ interface SaleScripts {
 
 /** Each script's file, the helper files (src/sale/lua/lib/) prepended to it, and its key count. */
 const SCRIPTS: Record<keyof SaleScripts, { file: string, libs: string[], keys: number }> = {
-  initSale: { file: 'init-sale.lua', libs: ['release.lua'], keys: 7 },
-  restoreCodes: { file: 'restore-codes.lua', libs: ['release.lua'], keys: 6 },
-  reserveItem: { file: 'reserve-item.lua', libs: ['release.lua', 'rate-limit.lua', 'deadline.lua'], keys: 7 },
-  redeemCode: { file: 'redeem-code.lua', libs: ['release.lua', 'deadline.lua'], keys: 6 },
-  undoRedeem: { file: 'undo-redeem.lua', libs: ['release.lua'], keys: 6 },
-  voidPurchase: { file: 'void-purchase.lua', libs: ['release.lua'], keys: 6 },
-  cancelReservation: { file: 'cancel-reservation.lua', libs: ['release.lua'], keys: 6 },
-  releaseExpired: { file: 'release-expired.lua', libs: ['release.lua'], keys: 6 },
-  saleStats: { file: 'sale-stats.lua', libs: ['release.lua'], keys: 6 }
+  initSale: { file: 'init-sale.lua', libs: ['sale-keys.lua'], keys: 7 },
+  restoreCodes: { file: 'restore-codes.lua', libs: ['sale-keys.lua'], keys: 6 },
+  reserveItem: { file: 'reserve-item.lua', libs: ['sale-keys.lua', 'release.lua', 'rate-limit.lua', 'deadline.lua'], keys: 7 },
+  redeemCode: { file: 'redeem-code.lua', libs: ['sale-keys.lua', 'release.lua', 'deadline.lua'], keys: 6 },
+  undoRedeem: { file: 'undo-redeem.lua', libs: ['sale-keys.lua'], keys: 6 },
+  voidPurchase: { file: 'void-purchase.lua', libs: ['sale-keys.lua', 'release.lua'], keys: 6 },
+  cancelReservation: { file: 'cancel-reservation.lua', libs: ['sale-keys.lua', 'release.lua'], keys: 6 },
+  releaseExpired: { file: 'release-expired.lua', libs: ['sale-keys.lua', 'release.lua'], keys: 6 },
+  saleStats: { file: 'sale-stats.lua', libs: ['sale-keys.lua'], keys: 6 }
 }
 
 const luaDir = new URL('./lua/', import.meta.url)
@@ -170,7 +170,7 @@ export class Inventory {
 
   /**
    * True when this Redis holds the sale's hot state and can be trusted with it: its meta exists
-   * and was built in the server's current replication history (see sale_lost in lib/release.lua).
+   * and was built in the server's current replication history (see sale_lost in lib/sale-keys.lua).
    */
   async isLive (sale: Sale): Promise<boolean> {
     const [items] = await this.#scripts.saleStats(...sale.keys)
@@ -191,7 +191,7 @@ export class Inventory {
    * the sale is not live, so no decision script runs meanwhile), then publishes the meta. The
    * first restoreCodes call clears what the server had (a promoted replica's copy is stale, not
    * missing) inside the script, and always runs: no key of the sale is ever missing, so this
-   * works while the sale's Cluster slot is migrating too (see lib/release.lua).
+   * works while the sale's Cluster slot is migrating too (see lib/sale-keys.lua).
    */
   async rebuild (sale: Sale, accepted: AcceptedCheckout[], now: number): Promise<void> {
     const keyExpiry = sale.endsAt + KEY_RETENTION_MS
@@ -225,7 +225,7 @@ export class Inventory {
 
   /** True when Redis holds `code` as a live reservation (state R). */
   async holdsCode (sale: Sale, code: string): Promise<boolean> {
-    return (await this.#redis.hget(sale.keys[2] as string, code))?.startsWith('R|') === true
+    return (await this.#redis.hget(sale.key.codes, code))?.startsWith('R|') === true
   }
 
   /**
@@ -234,7 +234,7 @@ export class Inventory {
    */
   async redemptions (sale: Sale, codes: string[]): Promise<Array<{ code: string, token: string | null }>> {
     if (codes.length === 0) return []
-    const records = await this.#redis.hmget(sale.keys[2] as string, ...codes)
+    const records = await this.#redis.hmget(sale.key.codes, ...codes)
     const redeemed: Array<{ code: string, token: string | null }> = []
     codes.forEach((code, i) => {
       const record = records[i]
@@ -247,7 +247,7 @@ export class Inventory {
 
   /** Items Redis counts as sold in this sale (one HGETALL of at most `itemCount` fields). */
   async soldItems (sale: Sale): Promise<number[]> {
-    const items = await this.#redis.hgetall(sale.keys[1] as string)
+    const items = await this.#redis.hgetall(sale.key.items)
     const sold: number[] = []
     for (const [item, holder] of Object.entries(items)) if (holder === 'sold') sold.push(Number(item))
     return sold

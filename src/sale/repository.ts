@@ -1,6 +1,6 @@
 import type { Pool } from 'pg'
 import type { AcceptedCheckout } from './inventory.js'
-import { saleKeys, saleTag, type CatalogItem, type Sale } from './sale.js'
+import { namedSaleKeys, saleKeys, saleTag, type CatalogItem, type Sale } from './sale.js'
 
 /**
  * What names a sale in checkout_attempts and purchases: its id and its start, the partition key.
@@ -153,6 +153,7 @@ export class SaleRepository {
       itemCount: row.item_count,
       userLimit: row.user_limit,
       tag,
+      key: namedSaleKeys(tag),
       keys: saleKeys(tag),
       catalog
     }

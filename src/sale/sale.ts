@@ -7,7 +7,9 @@ export interface Sale {
   userLimit: number
   /** Redis hash tag `{sale:<id>:<token>}`: the random token ties Redis state to this Postgres row. */
   tag: string
-  /** The six Redis keys of this sale, in the order every Lua script expects (see src/sale/lua/lib/release.lua). */
+  /** The six Redis keys of this sale by name (src/sale/lua/lib/sale-keys.lua names them the same). */
+  key: SaleKeys
+  /** The same six keys in the order every Lua script takes them as KEYS. */
   keys: readonly string[]
   /** Catalog indexed by item id; index 0 is unused. */
   catalog: readonly (CatalogItem | undefined)[]
@@ -32,7 +34,13 @@ export function saleWindow (now: number): { startsAt: number, endsAt: number } {
 /** The Redis hash tag of a sale: keeps its keys on one Redis Cluster slot and apart from any other database's sale of the same id. */
 export const saleTag = (saleId: number, token: string): string => `{sale:${saleId}:${token}}`
 
-/** Key names for one sale, all under its hash tag. */
-export function saleKeys (tag: string): string[] {
-  return ['meta', 'items', 'codes', 'users', 'bought', 'expiry'].map((name) => `${tag}:${name}`)
-}
+/** A sale's keys, in the order of the scripts' KEYS (lib/sale-keys.lua: META, ITEMS, CODES, USERS, BOUGHT, EXPIRY). */
+const SALE_KEY_NAMES = ['meta', 'items', 'codes', 'users', 'bought', 'expiry'] as const
+export type SaleKeys = Readonly<Record<typeof SALE_KEY_NAMES[number], string>>
+
+/** One sale's keys by name, all under its hash tag. */
+export const namedSaleKeys = (tag: string): SaleKeys =>
+  Object.fromEntries(SALE_KEY_NAMES.map((name) => [name, `${tag}:${name}`])) as Record<typeof SALE_KEY_NAMES[number], string>
+
+/** One sale's keys in the order of the scripts' KEYS. */
+export const saleKeys = (tag: string): string[] => SALE_KEY_NAMES.map((name) => `${tag}:${name}`)

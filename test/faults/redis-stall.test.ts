@@ -175,9 +175,9 @@ test('a decision Redis reads past its deadline does nothing, not even the abuse 
   assert.match(String(redeemed.status === 'rejected' && redeemed.reason), /Command timed out/)
 
   const client = app.redis as Redis
-  assert.equal(await client.hget(sale.keys[2] as string, fresh), null, 'the late checkout decision reserved nothing')
-  assert.equal(await client.hget(sale.keys[1] as string, '11'), null, 'its item is free')
-  assert.match(await client.hget(sale.keys[2] as string, held) ?? '', /^R\|/, 'the late purchase decision left the code reserved')
+  assert.equal(await client.hget(sale.key.codes, fresh), null, 'the late checkout decision reserved nothing')
+  assert.equal(await client.hget(sale.key.items, '11'), null, 'its item is free')
+  assert.match(await client.hget(sale.key.codes, held) ?? '', /^R\|/, 'the late purchase decision left the code reserved')
   const rateWindows = await client.keys(`${app.config.REDIS_KEY_PREFIX}${sale.tag}:rate:*`)
   for (const key of rateWindows) assert.equal(await client.hget(key.slice(app.config.REDIS_KEY_PREFIX.length), 'latecomer'), null, 'no abuse count for the late try')
 })

@@ -95,7 +95,7 @@ test('Cluster slot migration of the live sale\'s slot: decisions stop only while
   // are the same redirection, so a batch that mixes replies fails: 0-20 of ~200 answers here.)
   assert.ok(held.length > 0 && unavailable <= held.length / 4, `once the keys had moved, answers were decisions (${unavailable} of ${held.length} were 503)`)
   assert.ok(gap < 1000, `decisions stopped for ${gap} ms at most`)
-  // The known cost (see sale_lost in src/sale/lua/lib/release.lua): one rebuild from Postgres on
+  // The known cost (see sale_lost in src/sale/lua/lib/sale-keys.lua): one rebuild from Postgres on
   // the new node, whose replication history is not the one the sale was built in.
   assert.ok(rebuilt <= 1, `at most one rebuild (${rebuilt})`)
   // Every code acknowledged with a 200, before, during and after the move, holds or bought its item on the new node.

@@ -2,8 +2,8 @@
 -- checkouts from its start to its end by the clock (the meta's `starts` and `ends`), so a sale
 -- seeded minutes ahead opens at XX:00:00.000 without any callback. Called last by the one instance
 -- that holds the rebuild lock, after restoreCodes replayed Postgres's records. The meta is stamped
--- with this server's replication history (`epoch`, see sale_lost in lib/release.lua).
--- KEYS: the six sale keys (see lib/release.lua), then KEYS[7] the sale's rate counts
+-- with this server's replication history (`epoch`, see sale_lost in lib/sale-keys.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua), then KEYS[7] the sale's rate counts
 -- (lib/rate-limit.lua). KEYS[1] (meta) is written; every other key gets its placeholder.
 -- ARGV[1] item count, ARGV[2] per-user limit, ARGV[3] sale start (ms), ARGV[4] sale end (ms),
 -- ARGV[5] key expiry (ms, absolute), ARGV[6] items already sold (from Postgres)
@@ -13,10 +13,10 @@
 if not sale_lost() then
   return 0
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'items', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3], 'ends', ARGV[4], 'sold', ARGV[6],
+redis.call('DEL', META)
+redis.call('HSET', META, 'items', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3], 'ends', ARGV[4], 'sold', ARGV[6],
   'epoch', replication_epoch())
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
--- The placeholders (see lib/release.lua): from now on none of the sale's keys is ever missing.
+redis.call('PEXPIREAT', META, ARGV[5])
+-- The placeholders (named in lib/sale-keys.lua): from now on none of the sale's keys is ever missing.
 seed_placeholders(2, 7, ARGV[5])
 return 1

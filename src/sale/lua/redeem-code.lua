@@ -1,5 +1,5 @@
 -- redeemCode: the purchase decision.
--- KEYS: the six sale keys (see lib/release.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua).
 -- ARGV[1] checkout code, ARGV[2] now (ms), ARGV[3] key expiry (ms, absolute),
 -- ARGV[4] the deadline (ms, this server's clock: lib/deadline.lua), ARGV[5] this redemption's token
 -- (kept in the code's record: undoRedeem names it, the purchase carries it)
@@ -18,7 +18,7 @@ end
 if sale_lost() then
   return { 'no_sale' }
 end
-local record = redis.call('HGET', KEYS[3], ARGV[1])
+local record = redis.call('HGET', CODES, ARGV[1])
 if not record then
   return { 'unknown_code' }
 end
@@ -29,15 +29,15 @@ elseif state == 'X' then
   return { 'code_expired' }
 end
 -- The item must still be held by this very code (defends against any stale record after a rebuild).
-if tonumber(ARGV[2]) >= tonumber(expires) or redis.call('HGET', KEYS[2], item) ~= ARGV[1] then
+if tonumber(ARGV[2]) >= tonumber(expires) or redis.call('HGET', ITEMS, item) ~= ARGV[1] then
   release_code(ARGV[1], item, expires, user)
   return { 'code_expired' }
 end
 
-redis.call('HSET', KEYS[2], item, 'sold')
-redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user .. '|' .. ARGV[5])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'sold', 1)
-local bought = redis.call('HINCRBY', KEYS[5], user, 1)
-redis.call('PEXPIREAT', KEYS[5], ARGV[3])
+redis.call('HSET', ITEMS, item, 'sold')
+redis.call('HSET', CODES, ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user .. '|' .. ARGV[5])
+redis.call('ZREM', EXPIRY, ARGV[1])
+redis.call('HINCRBY', META, 'sold', 1)
+local bought = redis.call('HINCRBY', BOUGHT, user, 1)
+redis.call('PEXPIREAT', BOUGHT, ARGV[3])
 return { 'ok', item, user, bought }

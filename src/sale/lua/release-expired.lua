@@ -1,5 +1,5 @@
 -- releaseExpired: the periodic sweep that returns expired reservations to stock.
--- KEYS: the six sale keys (see lib/release.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua).
 -- ARGV[1] now (ms), ARGV[2] max reservations to release in this call
 -- Returns the number released.
 -- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt.

@@ -1,9 +1,9 @@
 -- reserveItem: the checkout decision.
--- KEYS: the six sale keys (see lib/release.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua).
 -- ARGV[1] user id, ARGV[2] item id, ARGV[3] new checkout code, ARGV[4] now (ms),
 -- ARGV[5] reservation expiry (ms), ARGV[6] max expired reservations to sweep first,
 -- ARGV[7] key expiry (ms, absolute)
--- Abuse limit (lib/rate-limit.lua): KEYS[7] the sale's per-user rate counts,
+-- Abuse limit (lib/rate-limit.lua): KEYS[7] (RATE) the sale's per-user rate counts,
 -- ARGV[8] checkouts a user may try per window (0 = no limit), ARGV[9] the window's end (ms, absolute)
 -- ARGV[10] the deadline (ms, this server's clock: lib/deadline.lua)
 -- Returns a status string, or a table for a hold of the user's own: 'ok' | 'no_sale' (not seeded, or Redis lost it: see sale_lost)
@@ -18,19 +18,20 @@
 -- never exceed the limit; nothing is reserved outside the sale's [starts, ends) window, which
 -- the clock decides here (a sale is seeded before it opens). Expired holds are swept first so
 -- returned stock sells again. A decision the service gave up on changes nothing.
+local RATE = KEYS[7]
 local late = past_deadline(ARGV[10])
 if late then
   return { 'too_late', late }
 end
 
-if over_rate_limit(KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[9], ARGV[7]) then
+if over_rate_limit(RATE, ARGV[1], tonumber(ARGV[8]), ARGV[9], ARGV[7]) then
   return 'rate_limited'
 end
 
 if sale_lost() then
   return 'no_sale'
 end
-local meta = redis.call('HMGET', KEYS[1], 'items', 'limit', 'ends', 'sold', 'starts')
+local meta = redis.call('HMGET', META, 'items', 'limit', 'ends', 'sold', 'starts')
 local now = tonumber(ARGV[4])
 if now < tonumber(meta[5]) then
   return 'not_open'
@@ -46,26 +47,26 @@ if tonumber(meta[4]) >= item_count then
 end
 release_expired(now, tonumber(ARGV[6]))
 
-local holder = redis.call('HGET', KEYS[2], ARGV[2])
+local holder = redis.call('HGET', ITEMS, ARGV[2])
 if holder == 'sold' then
   return 'item_sold'
 elseif holder then
   -- The holder asking again (a second tab, a retry after a lost answer) is told the hold is
   -- theirs, with its code: without it, a lost answer would keep them from an item they hold.
-  local state, _, expires, user = parse_code(redis.call('HGET', KEYS[3], holder) or '')
+  local state, _, expires, user = parse_code(redis.call('HGET', CODES, holder) or '')
   if state == 'R' and user == ARGV[1] then
     return { 'already_reserved_by_you', holder, expires }
   end
   return 'item_reserved'
 end
-if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') >= tonumber(meta[2]) then
+if tonumber(redis.call('HGET', USERS, ARGV[1]) or '0') >= tonumber(meta[2]) then
   return 'user_limit_reached'
 end
 
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[3], 'R|' .. ARGV[2] .. '|' .. ARGV[5] .. '|' .. ARGV[1])
-redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
-redis.call('ZADD', KEYS[6], ARGV[5], ARGV[3])
+redis.call('HSET', ITEMS, ARGV[2], ARGV[3])
+redis.call('HSET', CODES, ARGV[3], 'R|' .. ARGV[2] .. '|' .. ARGV[5] .. '|' .. ARGV[1])
+redis.call('HINCRBY', USERS, ARGV[1], 1)
+redis.call('ZADD', EXPIRY, ARGV[5], ARGV[3])
 for i = 2, 6 do
   redis.call('PEXPIREAT', KEYS[i], ARGV[7])
 end

@@ -1,7 +1,7 @@
 -- undoRedeem: compensation when Postgres did not commit a purchase that redeemCode allowed, and
 -- never will (it was never sent, rolled back, or was fenced off: see releaseRedemptions in
 -- src/sale/repository.ts).
--- KEYS: the six sale keys (see lib/release.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua).
 -- ARGV[1] checkout code, ARGV[2] the redemption's token
 -- Returns 1 when the purchase was undone (the code holds its item again, until its own expiry),
 -- 0 when the code was not in the purchased state by that redemption (undone already, or redeemed
@@ -13,9 +13,9 @@ local item, expires, user, token = code_in_state(ARGV[1], 'P')
 if not item or token ~= ARGV[2] then
   return 0
 end
-redis.call('HSET', KEYS[2], item, ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], 'R|' .. item .. '|' .. expires .. '|' .. user)
-redis.call('ZADD', KEYS[6], expires, ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'sold', -1)
-redis.call('HINCRBY', KEYS[5], user, -1)
+redis.call('HSET', ITEMS, item, ARGV[1])
+redis.call('HSET', CODES, ARGV[1], 'R|' .. item .. '|' .. expires .. '|' .. user)
+redis.call('ZADD', EXPIRY, expires, ARGV[1])
+redis.call('HINCRBY', META, 'sold', -1)
+redis.call('HINCRBY', BOUGHT, user, -1)
 return 1

@@ -1,6 +1,6 @@
 -- voidPurchase: a redeemed code whose purchase Postgres voided (see the settlement fence in
 -- src/sale/record-writers.ts): the purchase will never be recorded, so its item goes straight back on sale.
--- KEYS: the six sale keys (see lib/release.lua).
+-- KEYS: the six sale keys (named in lib/sale-keys.lua).
 -- ARGV[1] checkout code
 -- Returns 1 when the code's item was given back, 0 when the code was not in the purchased state.
 -- A no-op (returns 0) while the sale is lost (see sale_lost), e.g. while it is being rebuilt (the
@@ -11,7 +11,7 @@ local item, expires, user = code_in_state(ARGV[1], 'P')
 if not item then
   return 0
 end
-redis.call('HINCRBY', KEYS[1], 'sold', -1)
-redis.call('HINCRBY', KEYS[5], user, -1)
+redis.call('HINCRBY', META, 'sold', -1)
+redis.call('HINCRBY', BOUGHT, user, -1)
 release_code(ARGV[1], item, expires, user)
 return 1

@@ -15,7 +15,7 @@ import securityPlugin, { setSecurityHeaders } from '../plugins/security.js'
 import clockPlugin from '../plugins/clock.js'
 import salesPlugin from '../plugins/sales.js'
 import spoolPlugin from '../plugins/spool.js'
-import saleRollPlugin from '../plugins/sale-roll.js'
+import jobsPlugin from '../plugins/jobs.js'
 import saleFeedPlugin from '../plugins/sale-feed.js'
 import partitionsPlugin from '../plugins/partitions.js'
 import metricsPlugin from '../plugins/metrics.js'
@@ -81,7 +81,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(spoolPlugin)
   await app.register(salesPlugin)
   await app.register(partitionsPlugin)
-  await app.register(saleRollPlugin)
+  await app.register(jobsPlugin)
   await app.register(saleFeedPlugin)
   // Before the routes: it collects their schemas as they are added (OpenAPI at /docs/json, Swagger UI at /docs).
   await app.register(openapiPlugin)

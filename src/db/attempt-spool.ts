@@ -111,6 +111,9 @@ const processAlive = (pid: number): boolean => {
  * written after a torn one. A line read back that is not a record (torn by a killed writer,
  * `null`, ...) costs only itself: the segment's good records are replayed, then the segment is
  * moved aside to `quarantine-<name>` and reported (onQuarantine), never replayed again.
+ *
+ * (Over 250 lines on purpose: the write path and the replay path share one piece of mutable
+ * state, the open segment and the bytes not yet replayed, which a split would have to share.)
  */
 export class AttemptSpool<T> {
   readonly #opts: AttemptSpoolOptions<T>

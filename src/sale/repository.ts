@@ -2,6 +2,9 @@ import type { Pool } from 'pg'
 import type { AcceptedCheckout } from './inventory.js'
 import { namedSaleKeys, saleKeys, saleTag, type CatalogItem, type Sale } from './sale.js'
 
+// Every SQL statement of the sale, in one place (over 250 lines on purpose: one method per
+// statement, each with the comment that says which promise its WHERE clause keeps).
+
 /**
  * What names a sale in checkout_attempts and purchases: its id and its start, the partition key.
  * Queries filter on the start as a constant, so Postgres plans them against one partition.

@@ -3,7 +3,7 @@
  * checkout attempts over past days' sales (generate_series, in Postgres, no client round trips),
  * so the stampede can run against a full database right after one against an empty one; and
  * measures the CPU of the Postgres backends serving the service, to report it per committed row.
- * test/api/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
+ * test/load/partitions.test.ts uses the same prefill, small, for its EXPLAIN checks.
  */
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'

@@ -269,7 +269,7 @@ export class SaleRepository {
   /**
    * The `limit` latest sales (by opening time, newest first, a prepared one included), as of `now`.
    * The sales are looked up first so that each one's counts are queries on its start, a constant:
-   * each touches the one partition holding the sale (test/api/partitions.test.ts checks the plans).
+   * each touches the one partition holding the sale (test/load/partitions.test.ts checks the plans).
    */
   async report (now: number, limit: number): Promise<SaleReport[]> {
     const { rows } = await this.pool.query<SaleRow>(

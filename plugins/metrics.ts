@@ -303,7 +303,7 @@ export class AppMetrics {
  * Prometheus metrics on `fastify.metrics` (rendered by routes/metrics.ts). Registered after the
  * Postgres and Redis plugins (it counts their connection errors) and the clock (its skew), and
  * before the sales plugin (which feeds it from its batch writers' seams); the sale, queue and
- * clock gauges read `fastify.sales` / `fastify.checkoutLog` / `fastify.purchaseLog` /
+ * clock gauges read `fastify.sales` / `fastify.attemptWriter` / `fastify.purchaseWriter` /
  * `fastify.clock` only when scraped.
  */
 export default fp(async (fastify) => {
@@ -313,8 +313,8 @@ export default fp(async (fastify) => {
     summary: async () => fastify.hasDecorator('sales') ? fastify.sales.summary() : null,
     clockSkew: () => fastify.clock.skew,
     queued: () => ({
-      checkout_attempts: fastify.hasDecorator('checkoutLog') ? fastify.checkoutLog.queued : 0,
-      purchases: fastify.hasDecorator('purchaseLog') ? fastify.purchaseLog.queued : 0
+      checkout_attempts: fastify.hasDecorator('attemptWriter') ? fastify.attemptWriter.queued : 0,
+      purchases: fastify.hasDecorator('purchaseWriter') ? fastify.purchaseWriter.queued : 0
     }),
     nextSale: () => {
       const now = fastify.clock.now()

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { BatchWriter } from '../src/db/batch-writer.js'
 import { Inventory } from '../src/sale/inventory.js'
-import { checkoutAttemptWriter, purchaseWriter, unavailableAttemptWriter, type CheckoutAttempt, type PurchaseRecord } from '../src/sale/record-writers.js'
+import { writeAttempts, writePurchases, writeUnavailableAttempts, type CheckoutAttempt, type PurchaseRecord } from '../src/sale/record-writers.js'
 import { SaleRepository } from '../src/sale/repository.js'
 import { SaleService } from '../src/sale/service.js'
 import type { FlushInfo, WriterName } from './metrics.js'
@@ -11,8 +11,8 @@ declare module 'fastify' {
     sales: SaleService
     /** Redis's side of the sale (its Lua scripts), for the jobs that keep its clock offset. */
     inventory: Inventory
-    checkoutLog: BatchWriter<CheckoutAttempt>
-    purchaseLog: BatchWriter<PurchaseRecord, number | null>
+    attemptWriter: BatchWriter<CheckoutAttempt>
+    purchaseWriter: BatchWriter<PurchaseRecord, number | null>
   }
 }
 
@@ -32,9 +32,9 @@ export default fp(async (fastify) => {
     metrics.batchFlushed(writer, info)
   }
   // Committed attempt rows are counted by outcome, and inserted purchases, once their batch commits (plugins/metrics.ts).
-  const checkoutLog = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(checkoutAttemptWriter(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
-  const writeUnavailable = metrics.countCommittedAttempts(unavailableAttemptWriter(pool))
-  const purchaseLog = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: metrics.countCommittedPurchases(purchaseWriter(pool)), onFlush: onFlush('purchase', 'purchases') })
+  const attemptWriter = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(writeAttempts(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
+  const writeUnavailable = metrics.countCommittedAttempts(writeUnavailableAttempts(pool))
+  const purchaseWriter = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: metrics.countCommittedPurchases(writePurchases(pool)), onFlush: onFlush('purchase', 'purchases') })
 
   // Decisions carry a deadline in Redis's clock (src/sale/inventory.ts): measured before the first one.
   const inventory = new Inventory(fastify.redis, { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS })
@@ -50,18 +50,18 @@ export default fp(async (fastify) => {
     now: fastify.clock.now,
     repository: new SaleRepository(pool),
     inventory,
-    checkoutLog,
+    attemptWriter,
     spool: fastify.attemptSpool,
     writeUnavailable: (attempts) => writeUnavailable(attempts.map((a) => ({ ...a, outcome: 'service_unavailable' }))),
-    purchaseLog,
+    purchaseWriter,
     redisReadiness: fastify.redisReadiness,
     clockCheck: fastify.clock,
     log
   })
   fastify.decorate('sales', sales)
   fastify.decorate('inventory', inventory)
-  fastify.decorate('checkoutLog', checkoutLog)
-  fastify.decorate('purchaseLog', purchaseLog)
+  fastify.decorate('attemptWriter', attemptWriter)
+  fastify.decorate('purchaseWriter', purchaseWriter)
 
   // A reconnect may mean a restarted, empty Redis: restore the prepared sales before they are needed.
   const onRedisReady = () => {
@@ -73,7 +73,7 @@ export default fp(async (fastify) => {
   const spool = fastify.attemptSpool
   fastify.addHook('onClose', async () => {
     fastify.redis.off('ready', onRedisReady)
-    await Promise.all([checkoutLog.close(), purchaseLog.close()])
+    await Promise.all([attemptWriter.close(), purchaseWriter.close()])
     // Purchases given up on are settled now if Postgres answers; else another instance's reconciler does.
     await sales.settleUnresolved().catch(() => {})
     // Attempts refused during the drain go in now; if Postgres is away they wait on disk for the next start.

@@ -39,7 +39,7 @@ export interface PurchaseRecord {
  * time when it has no sale (migrations/1764600000000_partitioned-records.sql): the same attempt
  * always gets the same key, and the (sale_id, sale_starts_at) foreign key checks it.
  */
-export function checkoutAttemptWriter (pool: Pool) {
+export function writeAttempts (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
     // No ON CONFLICT (it costs on every row): the one conflict possible is a batch the service gave
     // up on reaching Postgres after the spool's replay of its rows; it then fails as a whole, and
@@ -74,7 +74,7 @@ export function checkoutAttemptWriter (pool: Pool) {
  * given is never purchased, and a purchase would have settled it first: `settled IS NULL`).
  * Idempotent: replaying the same attempts again changes nothing.
  */
-export function unavailableAttemptWriter (pool: Pool) {
+export function writeUnavailableAttempts (pool: Pool) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {
     await pool.query(
       `INSERT INTO checkout_attempts AS a (attempt_id, sale_id, sale_starts_at, user_id, item_id, outcome, attempted_at)
@@ -104,7 +104,7 @@ export function unavailableAttemptWriter (pool: Pool) {
  * The batch's sale starts ($8, one or two values: a batch may straddle XX:00) are constants of
  * the statement, so Postgres prunes to their partitions when it plans it.
  */
-export function purchaseWriter (pool: Pool) {
+export function writePurchases (pool: Pool) {
   return async (rows: PurchaseRecord[]): Promise<Array<number | null>> => {
     const { rows: inserted } = await pool.query<{ id: string, code: string }>(
       `WITH batch AS (

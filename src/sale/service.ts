@@ -52,12 +52,12 @@ export interface SaleServiceDeps {
   now: () => number
   repository: SaleRepository
   inventory: Inventory
-  checkoutLog: BatchWriter<CheckoutAttempt>
+  attemptWriter: BatchWriter<CheckoutAttempt>
   /** Where an attempt goes whose row the writer failed to (or may not) commit: on disk, fsynced. */
   spool: { append (attempt: CheckoutAttempt): Promise<void> }
-  /** Writes spooled attempts as `service_unavailable` rows (records.ts unavailableAttemptWriter). */
+  /** Writes spooled attempts as `service_unavailable` rows (record-writers.ts writeUnavailableAttempts). */
   writeUnavailable: (attempts: CheckoutAttempt[]) => Promise<unknown>
-  purchaseLog: BatchWriter<PurchaseRecord, number | null>
+  purchaseWriter: BatchWriter<PurchaseRecord, number | null>
   /** Throws a 503 at once while Redis is known down (src/redis/readiness.ts). */
   redisReadiness: { assertUp (): void }
   /** Throws a 503 `clock_skew` while the clocks disagree (src/redis/clock.ts): no sale is opened, created or sold in then. */
@@ -408,7 +408,7 @@ export class SaleService {
       ({ ...purchase, sale, item, userId: result.userId, userPurchases: result.bought })
     this.#purchasing.add(code)
     try {
-      const recorded = await this.#deps.purchaseLog.push({
+      const recorded = await this.#deps.purchaseWriter.push({
         saleId: sale.id, saleStartsAt: sale.startsAt, itemId: item.id, userId: result.userId, code, priceCents: item.priceCents, purchasedAt: now, redemption: token
       }).then(
         (purchaseId) => purchaseId === null ? null : { purchaseId, purchasedAt: now },
@@ -724,7 +724,7 @@ export class SaleService {
    */
   async #record (attempt: CheckoutAttempt): Promise<void> {
     try {
-      await this.#deps.checkoutLog.push(attempt)
+      await this.#deps.attemptWriter.push(attempt)
     } catch (error) {
       await this.#deps.spool.append(attempt).catch(() => {})
       throw error

@@ -3,7 +3,7 @@ import { test, type TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Config } from '../../src/config.js'
-import { purchaseWriter } from '../../src/sale/record-writers.js'
+import { writePurchases } from '../../src/sale/record-writers.js'
 import { SaleRepository } from '../../src/sale/repository.js'
 import type { CatalogItem } from '../../src/sale/sale.js'
 import { waitFor } from '../support/fault-kit.js'
@@ -115,7 +115,7 @@ test('the unredeem fence holds against a purchase statement already running: it 
   const { code } = (await checkout(a, 'user_id=alice&id=1')).json()
   const sale = await a.sales.currentSale(clock.ms)
   const repository = new SaleRepository(a.pg.pool)
-  const write = purchaseWriter(a.pg.pool)
+  const write = writePurchases(a.pg.pool)
   const row = { saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 1, userId: 'alice', code, priceCents: (sale.catalog[1] as CatalogItem).priceCents, purchasedAt: clock.ms }
 
   // The code's row is locked: the fence queues for it first, then the purchase statement (its

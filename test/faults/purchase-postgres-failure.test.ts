@@ -54,7 +54,7 @@ async function purchasesHeldInPostgres (t: TestContext, app: FastifyInstance, co
     const [row] = await query<{ n: number }>(config,
       `SELECT count(*)::int AS n FROM pg_stat_activity
        WHERE application_name = 'flash-sale' AND client_port = ANY($1::int[]) AND wait_event_type = 'Lock' AND query LIKE 'WITH batch AS%'`, [ports])
-    return (row?.n ?? 0) > 0 && app.purchaseLog.queued === 0
+    return (row?.n ?? 0) > 0 && app.purchaseWriter.queued === 0
   }
   await waitFor('a purchase statement waiting on the lock, none queued', waiting, 10_000).catch(() => assert.fail('the purchases did not reach Postgres (no purchase statement waiting on the lock) within 10 s'))
   await sleep(200) // batches of the last redemptions, if any, join the ones waiting

@@ -8,7 +8,7 @@ import { prefillHistory } from '../../bench/history.js'
 import { newAttemptId } from '../../src/lib/attempt-id.js'
 import { migrate, migrationsDir } from '../../src/db/migrate.js'
 import { isExpired } from '../../src/db/partitions.js'
-import { checkoutAttemptWriter, purchaseWriter } from '../../src/sale/record-writers.js'
+import { writeAttempts, writePurchases } from '../../src/sale/record-writers.js'
 import { reportCountsSql, reportOutcomesSql, SaleRepository } from '../../src/sale/repository.js'
 import { waitFor } from '../support/fault-kit.js'
 import { buildTestApp, checkout, isolatedConfig, purchase, schemaClient, sql, TestClock } from '../support/helpers.js'
@@ -198,8 +198,8 @@ test('operator queries, the writers and the settlement fence touch only the curr
   await repository.settlementOf(sale, code)
   await repository.releaseRedemptions(sale, [{ code, token: 'r0' }], clock.ms)
   await repository.voidCodes(sale, [code])
-  await purchaseWriter(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms, redemption: 'r1' }])
-  await checkoutAttemptWriter(explaining)([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, saleStartsAt: sale.startsAt, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
+  await writePurchases(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms, redemption: 'r1' }])
+  await writeAttempts(explaining)([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, saleStartsAt: sale.startsAt, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
 
   assert.ok(touched.size >= 10, `${touched.size} statements planned`)
   for (const [statement, relations] of touched) {

@@ -3,8 +3,8 @@ import pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { withDeadline } from '../src/lib/deadline.js'
 import type { ClockSkew } from '../src/redis/clock.js'
-import { REFUSALS, ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/sale/errors.js'
-import type { CheckoutAttempt, PurchaseRecord } from '../src/sale/record-writers.js'
+import { ServiceUnavailable, UNAVAILABLE, type UnavailableReason } from '../src/sale/errors.js'
+import { CHECKOUT_OUTCOMES, type CheckoutAttempt, type PurchaseRecord } from '../src/sale/record-writers.js'
 import { saleWindow } from '../src/sale/sale.js'
 import type { SaleSummary } from '../src/sale/service.js'
 
@@ -21,10 +21,6 @@ export type WriterName = 'checkout_attempts' | 'purchases'
 
 /** What BatchWriter's `onFlush` reports after each batch. */
 export interface FlushInfo { rows: number, ms: number, error?: unknown }
-
-/** Every outcome a checkout attempt row can have; pre-set to 0 so each series exists from the start. */
-export const CHECKOUT_OUTCOMES = ['accepted', 'no_active_sale', 'unknown_item', 'sold_out', 'item_sold', 'item_reserved',
-  'already_reserved_by_you', 'user_limit_reached', 'invalid_request', 'service_unavailable'] as const satisfies ReadonlyArray<'accepted' | 'invalid_request' | 'service_unavailable' | keyof typeof REFUSALS>
 
 /** Why a request was answered 503: the failing dependency when it can be told, else the service's own reason. */
 export type UnavailableCause = 'redis' | 'postgres' | UnavailableReason
@@ -131,6 +127,7 @@ export class AppMetrics {
       labelNames: ['outcome'],
       registers
     })
+    // Pre-set to 0 so each outcome's series exists from the start.
     for (const outcome of CHECKOUT_OUTCOMES) this.#attempts.inc({ outcome }, 0)
     this.#purchases = new Counter({
       name: `${p}purchases_total`,

@@ -1,4 +1,9 @@
 import type { Pool } from 'pg'
+import type { RefusalCode } from './errors.js'
+
+/** Every outcome a checkout attempt row can have. */
+export const CHECKOUT_OUTCOMES = ['accepted', 'no_active_sale', 'unknown_item', 'sold_out', 'item_sold', 'item_reserved',
+  'already_reserved_by_you', 'user_limit_reached', 'invalid_request', 'service_unavailable'] as const satisfies ReadonlyArray<'accepted' | 'invalid_request' | 'service_unavailable' | RefusalCode>
 
 /** One checkout attempt as persisted: refused and invalid attempts included. */
 export interface CheckoutAttempt {

@@ -94,7 +94,7 @@ const processAlive = (pid: number): boolean => {
 }
 
 /**
- * A local, append-only, fsynced log of records that Postgres cannot take now (src/sale/service.ts
+ * A local, append-only, fsynced log of records that Postgres cannot take now (src/sale/checkout.ts
  * spools the checkout attempts it answers 503). `append` resolves only once the record is on disk
  * (one write + fdatasync per group of concurrent appends, like the batch writer's group commit),
  * so a record survives a crash of the process. `replay` hands every record to a callback, segment

@@ -108,3 +108,9 @@ export class RateLimited extends Error {
     this.name = 'RateLimited'
   }
 }
+
+/** Postgres or Redis failed underneath: the client gets a 503 with Retry-After, not a 500. */
+export const toUnavailable = (error: unknown): never => {
+  if (error instanceof ServiceUnavailable || error instanceof SaleRefusal) throw error
+  throw new ServiceUnavailable('dependency_failed', { cause: error })
+}

@@ -18,7 +18,7 @@ test('checkout codes never reach the logs: request logs (LOG_REQUESTS=true) and 
   assert.ok(requestLogs.length >= 2, 'the purchases were logged')
   assert.ok(requestLogs.some((line) => line.includes('/purchase?code=[redacted]')), 'the URL is logged with the code redacted')
 
-  // Error logs: the service logs the code it failed on (sale-service.ts), and Postgres names it in
+  // Error logs: the service logs the code it failed on (src/sale/purchase.ts), and Postgres names it in
   // a constraint violation's detail; a real one here, from inserting the committed code again.
   const duplicate = await app.pg.query('INSERT INTO checkout_attempts (sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at) SELECT sale_id, sale_starts_at, user_id, item_id, outcome, code, expires_at, attempted_at FROM checkout_attempts WHERE code = $1', [code])
     .then(() => null, (err: unknown) => err as pg.DatabaseError)

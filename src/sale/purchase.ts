@@ -192,7 +192,7 @@ export class Purchases {
 
   /**
    * Settles the redemptions this instance gave up on while Postgres (or Redis) could not be asked;
-   * run often (plugins/sales.ts), it costs nothing while there are none. Stops at the first that
+   * run often (plugins/jobs.ts), it costs nothing while there are none. Stops at the first that
    * still cannot be settled, for the next run. Returns how many were settled.
    */
   async settleUnresolved (): Promise<number> {

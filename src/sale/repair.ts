@@ -2,7 +2,7 @@
  * Undoing what Redis holds that Postgres says it should not: Redis decisions the service gave up
  * on (answered 503) that may have run (AbandonedDecisions, fed by checkout and purchase), items
  * Redis counts as sold without a purchase row (reconcilePurchases), and expired holds
- * (releaseExpired). The service runs these on timers (plugins/sales.ts).
+ * (releaseExpired). The service runs these on timers (plugins/jobs.ts).
  */
 import type { SaleCalendar } from './calendar.js'
 import type { SaleServiceDeps } from './deps.js'

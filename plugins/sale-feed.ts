@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
 import { SaleFeed } from '../src/http/sale-feed.js'
-import { METRICS_PREFIX } from './metrics.js'
+import { METRICS_PREFIX } from '../src/http/metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -4,7 +4,7 @@ import { Inventory } from '../src/sale/inventory.js'
 import { writeAttempts, writePurchases, writeUnavailableAttempts, type CheckoutAttempt, type PurchaseRecord } from '../src/sale/record-writers.js'
 import { SaleRepository } from '../src/sale/repository.js'
 import { SaleService } from '../src/sale/service.js'
-import type { FlushInfo, WriterName } from './metrics.js'
+import type { FlushInfo, WriterName } from '../src/http/metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
 import { AttemptSpool, type SpoolEvent } from '../src/db/attempt-spool.js'
 import type { CheckoutAttempt } from '../src/sale/record-writers.js'
-import { METRICS_PREFIX } from './metrics.js'
+import { METRICS_PREFIX } from '../src/http/metrics.js'
 
 const SPOOL_EVENTS: SpoolEvent[] = ['spooled', 'replayed', 'dropped', 'quarantined']
 

@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import {
   BadRequestError, HeadersTooLargeError, InternalError, Item, ItemId, PayloadTooLargeError, RequestTimeoutError, RateLimitedError, Timestamp, SaleUnavailableError,
   UnsupportedMediaTypeError, errorResponse, unprocessableError
@@ -25,8 +25,6 @@ export const CheckoutQuery = Type.Object({
   id: Type.Optional({ ...ItemId, examples: ['42'], description: `${ItemId.description}. Give \`id\` or \`item_id\` (422 without either).` }),
   item_id: Type.Optional({ ...ItemId, description: 'Alias of `id` (the seed API spelling): give it instead of `id`, or with `id` and equal to it (422 otherwise)' })
 })
-
-export type CheckoutQueryT = Static<typeof CheckoutQuery>
 
 export const CheckoutResponse = Type.Object({
   code: Type.String({ description: 'Checkout code to redeem with POST /purchase (128 random bits, base64url)', examples: ['q1mHh2p1oN2wq0mVf3c3Zw'] }),

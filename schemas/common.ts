@@ -1,14 +1,5 @@
-import { Type, type Static, type TProperties, type TSchema } from '@sinclair/typebox'
+import { Type, type TProperties, type TSchema } from '@sinclair/typebox'
 import { REFUSALS, UNAVAILABLE } from '../src/sale/errors.js'
-
-/**
- * The shape of every 4xx/5xx body: `error` is the stable machine-readable code, `message` is for humans.
- * Routes declare `errorResponse(...)` per status instead, which also lists the codes.
- */
-export const ErrorResponse = Type.Object({
-  error: Type.String({ description: 'Stable machine-readable error code', examples: ['item_reserved'] }),
-  message: Type.String({ description: 'Human-readable explanation' })
-}, { title: 'ErrorResponse' })
 
 export const Item = Type.Object({
   id: Type.Integer({ minimum: 1, examples: [42] }),
@@ -16,8 +7,6 @@ export const Item = Type.Object({
   description: Type.String(),
   price: Type.Number({ description: 'Price in currency units, two decimals', examples: [199.99] })
 }, { title: 'Item' })
-
-export type ItemT = Static<typeof Item>
 
 /** ISO-8601 UTC timestamp. */
 export const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-25T14:59:59.000Z'] })

@@ -25,7 +25,6 @@ export const PurchaseBody = Type.Object({
   checkout_code: { ...CheckoutCode, examples: ['q1mHh2p1oN2wq0mVf3c3Zw'], description: 'The checkout code, when the query has no `code`' }
 })
 
-export type PurchaseQueryT = Static<typeof PurchaseQuery>
 export type PurchaseBodyT = Static<typeof PurchaseBody>
 
 export const PurchaseResponse = Type.Object({

@@ -27,8 +27,8 @@ interface ValidationFailure {
  * it once`, or the schema's own `x-error-message`, or ajv's wording when the schema has none.
  */
 export function formatValidationErrors (errors: ValidationFailure[], dataVar: string): Error {
-  // ajv stops at the first failing keyword (allErrors is off): the last error is that failure;
-  // any before it are the reasons each branch of a failed `anyOf` gave.
+  // ajv stops at the first failing keyword (allErrors is off): the last error is that failure
+  // (before it, only the branches of a failed union, which no request schema has).
   const error = errors[errors.length - 1] as ValidationFailure
   const where = `${dataVar}${error.instancePath}`
   // A query string's values are strings; an array is the same parameter given more than once.

@@ -10,6 +10,7 @@ import { loadavg } from 'node:os'
 import type pg from 'pg'
 import { migrate } from '../src/db/migrate.js'
 import { localPortsTo } from './sockets.js'
+import { median } from './stats.js'
 
 const DAY_MS = 86_400_000
 const HOUR_MS = 3_600_000
@@ -223,12 +224,6 @@ async function openPool (url: string): Promise<void> {
 async function attemptStatements (url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text()
   return Number(/batch_flush_duration_seconds_count\{writer="checkout_attempts"\} (\d+)/.exec(text)?.[1] ?? 0)
-}
-
-const median = (xs: number[]): number => {
-  const sorted = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
 function medianCost (runs: StampedeCost[]): StampedeCost {

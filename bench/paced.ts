@@ -25,7 +25,9 @@ export interface PacedResult {
   sent: number
   answered: number
   errors: number
+  /** From the first request's departure to the last answer; `sendSeconds` to the last departure. */
   seconds: number
+  sendSeconds: number
   /** Milliseconds. */
   p50: number
   p97_5: number
@@ -71,10 +73,11 @@ export async function paced (opts: PacedOptions): Promise<PacedResult> {
     await sleep(1)
   }
   allSent = true
+  const sendSeconds = (performance.now() - started) / 1000
   if (inFlight > 0) await new Promise<void>((resolve) => { onDrained = resolve })
   const seconds = (performance.now() - started) / 1000
   agent.destroy()
   latencies.sort((a, b) => a - b)
   const at = (q: number) => Math.round((latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN) * 10) / 10
-  return { sent, answered: latencies.length, errors, seconds, p50: at(0.5), p97_5: at(0.975), p99: at(0.99), max: at(1) }
+  return { sent, answered: latencies.length, errors, seconds, sendSeconds, p50: at(0.5), p97_5: at(0.975), p99: at(0.99), max: at(1) }
 }

@@ -1,6 +1,6 @@
 /**
- * What a checkout costs, step by step, in each process, beside the stack's floor (the least a
- * checkout can cost with Fastify + ioredis + pg: one EVALSHA, one batched row): the stampede
+ * What a checkout costs, step by step, in each process, beside the stack's floor (bench/floor-server.ts:
+ * the least a checkout can cost with Fastify + ioredis + pg: one EVALSHA, one batched row): the stampede
  * (random users and items, as `npm run bench`) against each, run with `--cpu-prof`, then
  * - the service's CPU µs per request split by step, from its V8 profile: each sample goes to the
  *   first step its stack names, from the leaf up (so a socket write under the response belongs to
@@ -12,7 +12,7 @@
  * Other clients of the same Redis add to its counts: run it on a quiet machine.
  *
  *   npm run build && npx tsx bench/breakdown.ts [--seconds=10] [--connections=200] [--dist=dist]
- *                                               [--floor=../shared/bench/floor-server.mjs]
+ *                                               [--floor=dist/bench/floor-server.js]
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -30,7 +30,7 @@ const option = (name: string, fallback: string) => process.argv.find((arg) => ar
 const seconds = Number(option('seconds', '10'))
 const connections = Number(option('connections', '200'))
 const dist = option('dist', 'dist')
-const floor = option('floor', '../shared/bench/floor-server.mjs')
+const floor = option('floor', 'dist/bench/floor-server.js')
 const ITEMS = 10_000
 
 interface CallFrame { functionName: string, url: string }
@@ -173,13 +173,13 @@ function printRedis (floorRun: Measured, service: Measured): void {
   const own = (m: Measured) => perRequest(m, scripts(m) - [...m.redis].filter(([n]) => n !== 'evalsha' && n !== 'eval').reduce((sum, [, v]) => sum + v, 0))
   console.log(`| scripts' own work (Lua, argument and reply conversion) | ${us(own(floorRun))} | ${us(own(service))} |`)
   const rest = (m: Measured) => m.cpu.redis - perRequest(m, scripts(m))
-  console.log(`| the rest of redis-server (reading, parsing, replying, other clients) | ${us(rest(floorRun))} | ${us(rest(service))} |`)
+  console.log(`| the rest of redis-server: reading, parsing, replying (below 0 when commandstats, which times by the wall clock, counted waits) | ${us(rest(floorRun))} | ${us(rest(service))} |`)
   console.log(`| **redis-server CPU** | ${floorRun.cpu.redis} | ${service.cpu.redis} (${ratio(service.cpu.redis, floorRun.cpu.redis)}) |`)
 }
 
 const schema = `breakdown_${Date.now().toString(36)}_${randomBytes(2).toString('hex')}`
 try {
-  const floorRun = await measure(floor, { MODE: 'full' }, false)
+  const floorRun = await measure(floor, { DATABASE_SCHEMA: `${schema}_floor`, REDIS_KEY_PREFIX: `${schema}_floor:` }, false)
   const service = await measure(`${dist}/src/server.js`, { DATABASE_SCHEMA: schema, REDIS_KEY_PREFIX: `${schema}:`, SALE_ITEMS: String(ITEMS) }, true)
   for (const [name, m] of [['floor', floorRun], ['service', service]] as const) {
     console.log(`${name}: ${m.requests.toLocaleString('en-US')} checkouts in ${seconds} s (${m.reqPerSec} req/s), ${connections} connections`)

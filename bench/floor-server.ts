@@ -32,8 +32,15 @@ await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (id bigserial PRIMARY KEY,
 interface Pending { user: string, item: number, outcome: string, code: string | null, resolve: () => void, reject: (err: Error) => void }
 let queue: Pending[] = []
 let timer: NodeJS.Timeout | null = null
+/** Batches being written: a request whose client went away still writes its row, after app.close(). */
+const writing = new Set<Promise<void>>()
 
-async function flush (): Promise<void> {
+function flush (): void {
+  const done = write().finally(() => writing.delete(done))
+  writing.add(done)
+}
+
+async function write (): Promise<void> {
   timer = null
   const batch = queue
   queue = []
@@ -86,13 +93,22 @@ app.post<{ Querystring: { user_id: string, id: string } }>('/checkout', { schema
 app.get('/health', async () => ({ status: 'ok' }))
 await app.listen({ host: process.env.HOST ?? '127.0.0.1', port: Number(process.env.PORT ?? 3998) })
 
+/** No row waiting for its batch and no batch being written. */
+const settled = () => timer === null && writing.size === 0
+
 // Leaves nothing behind; exits normally so that --cpu-prof (BENCH_PROFILE=1) writes its profile.
 async function close (): Promise<void> {
   await app.close()
+  // After every decision sent before it (one connection answers in order): their rows are queued by now.
   await redis.del(key)
-  await pool.query(`DROP SCHEMA IF EXISTS ${schemaName} CASCADE`)
-  redis.disconnect()
-  await pool.end()
+  while (!settled()) await Promise.all([...writing, new Promise((resolve) => setTimeout(resolve, 5))])
+  try {
+    await pool.query(`DROP SCHEMA IF EXISTS ${schemaName} CASCADE`)
+  } finally {
+    // Whatever happened, nothing may keep the process alive: the bench waits for it to exit.
+    redis.disconnect()
+    await pool.end()
+  }
 }
 process.once('SIGTERM', () => {
   close().catch((err: unknown) => {

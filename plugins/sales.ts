@@ -32,7 +32,8 @@ export default fp(async (fastify) => {
     metrics.batchFlushed(writer, info)
   }
   // Committed attempt rows are counted by outcome, and inserted purchases, once their batch commits (plugins/metrics.ts).
-  const attemptWriter = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(writeAttempts(pool)), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
+  const prepared = config.DATABASE_POOL_MODE === 'session'
+  const attemptWriter = new BatchWriter<CheckoutAttempt>({ ...batching, write: metrics.countCommittedAttempts(writeAttempts(pool, { prepared })), onFlush: onFlush('checkout attempt', 'checkout_attempts') })
   const writeUnavailable = metrics.countCommittedAttempts(writeUnavailableAttempts(pool))
   const purchaseWriter = new BatchWriter<PurchaseRecord, number | null>({ ...batching, write: metrics.countCommittedPurchases(writePurchases(pool)), onFlush: onFlush('purchase', 'purchases') })
 

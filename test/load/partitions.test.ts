@@ -180,10 +180,11 @@ test('operator queries, the writers and the settlement fence touch only the curr
   assert.ok(sale)
 
   // Every statement the repository and the writers send is planned (EXPLAIN, with its real
-  // parameters, as an unnamed statement like the real one); reads also run, so the code goes on.
+  // parameters, as an unnamed statement); reads also run, so the code goes on.
   const touched = new Map<string, string[]>()
   const explaining = {
-    query: async (text: string, values: unknown[]) => {
+    query: async (statement: string | { text: string, values: unknown[] }, params: unknown[]) => {
+      const { text, values } = typeof statement === 'string' ? { text: statement, values: params } : statement
       const { rows: [plan] } = await app.pg.query<{ 'QUERY PLAN': Array<{ Plan: Record<string, unknown> }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
       touched.set(text.trim().split('\n')[0] as string, relationsOf(plan?.['QUERY PLAN'][0]?.Plan ?? {}).filter((r) => /^(checkout_attempts|purchases)/.test(r)))
       return /^\s*SELECT/i.test(text) ? app.pg.query(text, values) : { rows: [] }
@@ -199,7 +200,7 @@ test('operator queries, the writers and the settlement fence touch only the curr
   await repository.releaseRedemptions(sale, [{ code, token: 'r0' }], clock.ms)
   await repository.voidCodes(sale, [code])
   await writePurchases(explaining)([{ saleId: sale.id, saleStartsAt: sale.startsAt, itemId: 7, userId: 'alice', code, priceCents: 100, purchasedAt: clock.ms, redemption: 'r1' }])
-  await writeAttempts(explaining)([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, saleStartsAt: sale.startsAt, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
+  await writeAttempts(explaining, { prepared: true })([{ attemptId: newAttemptId(clock.ms), saleId: sale.id, saleStartsAt: sale.startsAt, userId: 'carol', itemId: 9, outcome: 'item_sold', code: null, expiresAt: null, attemptedAt: clock.ms }])
 
   assert.ok(touched.size >= 10, `${touched.size} statements planned`)
   for (const [statement, relations] of touched) {

@@ -99,6 +99,13 @@ test('the migration to partitioned tables keeps every row, id, settlement and co
   assert.equal(await refused(
     "INSERT INTO checkout_attempts (sale_id, sale_starts_at, outcome, attempted_at) SELECT id, starts_at + interval '1 hour', 'item_sold', now() FROM sales WHERE starts_at = '2031-03-03 12:00Z'"),
   '23503', 'a sale id with another sale\'s start')
+  assert.equal(await refused(
+    "UPDATE checkout_attempts SET sale_starts_at = sale_starts_at + interval '1 hour' WHERE code = (SELECT 'code-c-' || id FROM sales WHERE starts_at = '2031-03-03 12:00Z')"),
+  '23503', 'an attempt moved to another sale\'s start')
+  await client.query("DELETE FROM sales WHERE starts_at = '2031-03-03 12:00Z'")
+  const { rows: [orphans] } = await client.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM checkout_attempts a WHERE a.sale_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.id = a.sale_id)')
+  assert.equal(orphans?.n, 0, 'a deleted sale takes its attempts along')
 })
 
 test('retention drops exactly the expired days while a stampede runs: no error, no lost row of the live sale', async (t) => {

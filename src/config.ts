@@ -43,7 +43,8 @@ export const ConfigSchema = Type.Object({
   DATABASE_DIRECT_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   /**
    * 'transaction' when DATABASE_URL is a transaction-mode pooler (PgBouncer 1.18 refuses startup
-   * parameters other than a few): the pool then sends no session settings, and the pooler's
+   * parameters other than a few): the pool then sends no session settings and no named prepared
+   * statements (src/sale/record-writers.ts), and the pooler's
    * server connections must carry search_path = DATABASE_SCHEMA and statement_timeout =
    * PG_QUERY_TIMEOUT_MS (PgBouncer's connect_query, or ALTER ROLE ... SET); start-up checks they do.
    */

@@ -52,7 +52,8 @@ export interface StatementOptions {
  * Times travel as epoch milliseconds (cheaper to serialize than ISO strings).
  * An attempt's partition key is its sale's start, which the service already holds, or its own
  * time when it has no sale (migrations/1764600000000_partitioned-records.sql): the same attempt
- * always gets the same key, and the (sale_id, sale_starts_at) foreign key checks it.
+ * always gets the same key, and a per-statement check (migrations/1764800000000_attempt-sale-check.sql)
+ * refuses a pair that is not a sale's (id, starts_at).
  */
 export function writeAttempts (pool: Pool, { prepared }: StatementOptions) {
   return async (rows: CheckoutAttempt[]): Promise<void[]> => {

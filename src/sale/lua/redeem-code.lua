@@ -39,5 +39,4 @@ redis.call('HSET', CODES, ARGV[1], 'P|' .. item .. '|' .. expires .. '|' .. user
 redis.call('ZREM', EXPIRY, ARGV[1])
 redis.call('HINCRBY', META, 'sold', 1)
 local bought = redis.call('HINCRBY', BOUGHT, user, 1)
-redis.call('PEXPIREAT', BOUGHT, ARGV[3])
 return { 'ok', item, user, bought }

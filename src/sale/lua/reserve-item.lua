@@ -67,7 +67,4 @@ redis.call('HSET', ITEMS, ARGV[2], ARGV[3])
 redis.call('HSET', CODES, ARGV[3], 'R|' .. ARGV[2] .. '|' .. ARGV[5] .. '|' .. ARGV[1])
 redis.call('HINCRBY', USERS, ARGV[1], 1)
 redis.call('ZADD', EXPIRY, ARGV[5], ARGV[3])
-for i = 2, 6 do
-  redis.call('PEXPIREAT', KEYS[i], ARGV[7])
-end
 return 'ok'

@@ -11,8 +11,8 @@ import type { Sale } from './sale.js'
 
 /** Keep Redis keys of a sale a while after it ends so late redemptions get a precise answer. */
 const KEY_RETENTION_MS = 3_600_000
-/** Expired holds swept by a checkout before it decides: bounded so one call stays O(1)-ish. */
-const SWEEP_ON_CHECKOUT = 20
+/** Expired holds released per batch by a checkout whose user is at the limit (reserve-item.lua). */
+const SWEEP_AT_LIMIT = 100
 /** Expired holds released per periodic sweep call. */
 const SWEEP_BATCH = 1000
 
@@ -213,7 +213,7 @@ export class Inventory {
     const windowEnds = now - (now % limit.windowMs) + limit.windowMs
     return this.#beforeDeadline((deadline) => this.#scripts.reserveItem(
       ...sale.keys, rateKey(sale),
-      userId, itemId, code, now, expiresAt, SWEEP_ON_CHECKOUT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds, deadline))
+      userId, itemId, code, now, expiresAt, SWEEP_AT_LIMIT, sale.endsAt + KEY_RETENTION_MS, limit.max, windowEnds, deadline))
   }
 
   /** The purchase decision; `redemption` is a fresh random token naming this redemption (see undoRedeem). */

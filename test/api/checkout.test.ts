@@ -126,6 +126,20 @@ test('an expired reservation gives the item back to the sale and the slot back t
   assert.equal((await checkout(app, 'user_id=a&id=6')).statusCode, 200, 'user a has the slot back')
 })
 
+test('an expired hold frees its item and its user\'s slot at once, however many expired before it', async (t) => {
+  // More expired holds than one checkout used to sweep, all older than the ones asked about.
+  const clock = new TestClock(Date.parse(T0))
+  const app = await buildTestApp(t, isolatedConfig(t, { SALE_ITEMS: 60, USER_LIMIT: 25 }), clock)
+  for (let id = 1; id <= 25; id++) assert.equal((await checkout(app, `user_id=early&id=${id}`)).statusCode, 200)
+  clock.advance(1)
+  for (let id = 26; id <= 50; id++) assert.equal((await checkout(app, `user_id=a&id=${id}`)).statusCode, 200)
+  assert.equal((await checkout(app, 'user_id=a&id=51')).json().error, 'user_limit_reached')
+
+  clock.advance(60_000) // every hold expired; the periodic sweep has not run
+  assert.equal((await checkout(app, 'user_id=a&id=51')).statusCode, 200, 'user a is not held to expired holds')
+  assert.equal((await checkout(app, 'user_id=b&id=50')).statusCode, 200, 'the newest expired hold\'s item sells')
+})
+
 test('at 14:00:00.000 the 14:00 sale sells, with no roll having run', async (t) => {
   const clock = new TestClock(Date.parse('2031-03-04T13:59:59.999Z'))
   const app = await buildTestApp(t, isolatedConfig(t), clock)

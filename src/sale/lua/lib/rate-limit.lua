@@ -7,9 +7,9 @@
 
 -- Counts one request of `who` in the window ending at `window_ends` (ms, absolute, as a decimal
 -- string) in the hash `key`, and returns true when that exceeds `max`; a `max` of 0 is no limit
--- and counts nothing. `key_expiry` (ms, absolute) is set with a caller's first count, should the
--- hash have been created without its sale (it never outlives the sale's keys).
-local function over_rate_limit(key, who, max, window_ends, key_expiry)
+-- and counts nothing. The hash of a live sale exists with its expiry (init-sale.lua); a count
+-- that finds the sale lost must give the hash one (it may have just created it).
+local function over_rate_limit(key, who, max, window_ends)
   if max == 0 then
     return false
   end
@@ -20,8 +20,6 @@ local function over_rate_limit(key, who, max, window_ends, key_expiry)
     if ends == window_ends then
       count = tonumber(n) + 1
     end
-  else
-    redis.call('PEXPIREAT', key, key_expiry)
   end
   redis.call('HSET', key, who, window_ends .. ':' .. count)
   return count > max

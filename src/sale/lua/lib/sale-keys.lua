@@ -25,18 +25,22 @@ local function replication_epoch()
   return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
 end
 
--- True while this server cannot be trusted with the sale: its meta is missing (flush, restart,
--- a rebuild from Postgres under way) or was written in another replication history (a promoted
--- replica may lack the old primary's last writes). Mutating scripts then do nothing, the
+-- True while this server cannot be trusted with the sale, given its meta's `epoch` (nil when the
+-- meta is missing: flush, restart, a rebuild from Postgres under way), or when that was written in
+-- another replication history (a promoted replica may lack the old primary's last writes). Mutating scripts then do nothing, the
 -- service rebuilds the sale from Postgres (the system of record), and the rebuild sees no writer.
 -- A Cluster slot migration moves the keys into another server's history too, so the sale is
 -- rebuilt once on its new node: the known cost of a planned move. Nothing a script can see tells
 -- such a move from a node that restarted, or was promoted, with some acknowledged writes missing
 -- (both show a foreign epoch; a node id or the importing state could only narrow it down, with
 -- double faults left unsafe), and the rebuild is what makes every such case safe.
-local function sale_lost()
-  local epoch = redis.call('HGET', META, 'epoch')
+local function lost_in(epoch)
   return not epoch or epoch ~= replication_epoch()
+end
+
+-- lost_in for a script that reads nothing else of the meta (a caller that does reads `epoch` with it).
+local function sale_lost()
+  return lost_in(redis.call('HGET', META, 'epoch'))
 end
 
 -- Puts the placeholders (above) into KEYS[first..last] where missing, all expiring at `expiry`

@@ -11,27 +11,23 @@
  * - Postgres's CPU µs per request (and, for the service, rows per statement from its metrics).
  * Other clients of the same Redis add to its counts: run it on a quiet machine.
  *
- *   npm run build && npx tsx bench/breakdown.ts [--seconds=10] [--connections=200] [--dist=dist]
- *                                               [--floor=dist/bench/floor-server.js]
+ * Both run as `npm run bench` runs them (bench/launch.ts), under its stampede's crowd and connections.
+ *
+ *   npm run build && npx tsx bench/breakdown.ts [--seconds=10] [--dist=dist]
  */
-import { spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
 import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import pg from 'pg'
-import { loadConfig } from '../src/config.js'
-import { CpuMeter, postmasterPid, redisPid } from './cpu.js'
-import { npmStartFlags, stop, untilHealthy } from './processes.js'
+import { base, meterFor, runId, startFloor, startService } from './launch.js'
+import { randomCheckout } from './measure.js'
+import { CONNECTIONS, STAMPEDE_ITEMS, STAMPEDE_USERS } from './options.js'
+import { stop } from './processes.js'
 
-const option = (name: string, fallback: string) => process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
-const seconds = Number(option('seconds', '10'))
-const connections = Number(option('connections', '200'))
-const dist = option('dist', 'dist')
-const floor = option('floor', 'dist/bench/floor-server.js')
-const ITEMS = 10_000
+const seconds = Number(process.argv.find((arg) => arg.startsWith('--seconds='))?.slice('--seconds='.length) ?? 10)
 
 interface CallFrame { functionName: string, url: string }
 interface Profile { nodes: Array<{ id: number, callFrame: CallFrame, children?: number[] }>, samples: number[] }
@@ -93,34 +89,26 @@ interface Measured {
   batches?: { rows: number, statements: number }
 }
 
-const config = loadConfig()
-const redis = new Redis(config.REDIS_URL)
-const admin = new pg.Client({ connectionString: config.DATABASE_URL })
+const redis = new Redis(base.REDIS_URL)
+const admin = new pg.Client({ connectionString: base.DATABASE_URL })
 await admin.connect()
-const pids = { redis: await redisPid(config.REDIS_URL), postgres: await postmasterPid(config.DATABASE_URL) }
-let port = 4700 + Math.floor(Math.random() * 200)
 
 const counted = (text: string, name: string) => scraped(text, `flash_sale_${name}`, 'writer="checkout_attempts"')
 
-/** Starts `script` with a CPU profile, drives the stampede at it, stops it and reads the profile. */
-async function measure (script: string, env: Record<string, string>, withMetrics: boolean): Promise<Measured> {
+/** Starts a process with `start` (its CPU profile into a directory of its own), drives the stampede at it, stops it and reads the profile. */
+async function measure (start: (profileDir: string) => Promise<{ url: string, child: ChildProcess }>, withMetrics: boolean): Promise<Measured> {
   const profileDir = mkdtempSync(join(tmpdir(), 'flash-sale-breakdown-'))
-  const url = `http://127.0.0.1:${++port}`
-  const child = spawn(process.execPath, [...npmStartFlags(), '--cpu-prof', `--cpu-prof-dir=${profileDir}`, script], {
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'inherit', 'inherit']
-  })
+  const { url, child } = await start(profileDir)
   try {
-    await untilHealthy(child, url, script, 300)
     const metricsBefore = withMetrics ? await (await fetch(`${url}/metrics`)).text() : ''
     const redisBefore = await commandStats(redis)
-    const meter = new CpuMeter({ service: child.pid as number, ...pids })
+    const meter = meterFor(child)
     meter.start()
     const result = await autocannon({
       url,
-      connections,
+      connections: CONNECTIONS,
       duration: seconds,
-      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, path: `/checkout?user_id=u${Math.floor(Math.random() * 1_000_000)}&id=${1 + Math.floor(Math.random() * ITEMS)}` }) }]
+      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, path: randomCheckout(STAMPEDE_USERS, STAMPEDE_ITEMS) }) }]
     })
     const requests = result.requests.total
     const cpu = meter.perRequest(requests)
@@ -177,12 +165,12 @@ function printRedis (floorRun: Measured, service: Measured): void {
   console.log(`| **redis-server CPU** | ${floorRun.cpu.redis} | ${service.cpu.redis} (${ratio(service.cpu.redis, floorRun.cpu.redis)}) |`)
 }
 
-const schema = `breakdown_${Date.now().toString(36)}_${randomBytes(2).toString('hex')}`
 try {
-  const floorRun = await measure(floor, { DATABASE_SCHEMA: `${schema}_floor`, REDIS_KEY_PREFIX: `${schema}_floor:` }, false)
-  const service = await measure(`${dist}/src/server.js`, { DATABASE_SCHEMA: schema, REDIS_KEY_PREFIX: `${schema}:`, SALE_ITEMS: String(ITEMS) }, true)
+  // The floor drops its own schema when stopped; the service's is dropped below.
+  const floorRun = await measure((profileDir) => startFloor('breakdown_floor', profileDir), false)
+  const service = await measure((profileDir) => startService('breakdown', STAMPEDE_ITEMS, {}, profileDir), true)
   for (const [name, m] of [['floor', floorRun], ['service', service]] as const) {
-    console.log(`${name}: ${m.requests.toLocaleString('en-US')} checkouts in ${seconds} s (${m.reqPerSec} req/s), ${connections} connections`)
+    console.log(`${name}: ${m.requests.toLocaleString('en-US')} checkouts in ${seconds} s (${m.reqPerSec} req/s), ${CONNECTIONS} connections`)
   }
   printSteps(floorRun, service)
   printRedis(floorRun, service)
@@ -190,7 +178,7 @@ try {
   console.log(`\nPostgres CPU µs per request: floor ${floorRun.cpu.postgres}, service ${service.cpu.postgres} (${ratio(service.cpu.postgres, floorRun.cpu.postgres)}); ` +
     `the service wrote ${rows.toLocaleString('en-US')} attempt rows in ${statements.toLocaleString('en-US')} statements (${(rows / statements).toFixed(1)} rows each)`)
 } finally {
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  await admin.query(`DROP SCHEMA IF EXISTS ${runId}_breakdown CASCADE`)
   await admin.end()
   redis.disconnect()
 }

@@ -18,10 +18,13 @@ export interface Service { url: string, child: ChildProcess, schema: string }
 
 let nextPort = 3400 + Math.floor(Math.random() * 500)
 
-/** Starts a process that answers GET /health, and waits for it. */
-export async function startProcess (args: string[], env: Record<string, string>): Promise<{ url: string, child: ChildProcess }> {
+/** Where each process writes its V8 CPU profile, if anywhere: bench/results/ with BENCH_PROFILE=1. */
+const PROFILE_DIR = process.env.BENCH_PROFILE ? 'bench/results' : undefined
+
+/** Starts a process that answers GET /health, and waits for it; `profileDir` gets its CPU profile. */
+export async function startProcess (args: string[], env: Record<string, string>, profileDir = PROFILE_DIR): Promise<{ url: string, child: ChildProcess }> {
   const port = nextPort++
-  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : []
+  const profile = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]
   const child = spawn(process.execPath, [...profile, ...args], {
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit']
@@ -32,7 +35,7 @@ export async function startProcess (args: string[], env: Record<string, string>)
 }
 
 /** The service on a fresh schema and key prefix named after the run and `name`. */
-export async function startService (name: string, items: number, env: Record<string, string> = {}): Promise<Service> {
+export async function startService (name: string, items: number, env: Record<string, string> = {}, profileDir = PROFILE_DIR): Promise<Service> {
   const schema = `${runId}_${name}`
   const { url, child } = await startProcess([...startFlags, ...nodeFlags, `${dist}/src/${clusterMode ? 'cluster' : 'server'}.js`], {
     DATABASE_SCHEMA: schema,
@@ -40,16 +43,16 @@ export async function startService (name: string, items: number, env: Record<str
     SALE_ITEMS: String(items),
     USER_LIMIT: String(USER_LIMIT),
     ...env
-  })
+  }, profileDir)
   return { url, child, schema }
 }
 
 /** The floor server (bench/floor-server.ts) on a schema of its own, which it drops when stopped. */
-export async function startFloor (name: string): Promise<{ url: string, child: ChildProcess }> {
+export async function startFloor (name: string, profileDir = PROFILE_DIR): Promise<{ url: string, child: ChildProcess }> {
   const schema = `${runId}_${name}`
   return await startProcess(['dist/bench/floor-server.js'], {
     MODE: 'full', DATABASE_URL: base.DATABASE_URL, REDIS_URL: base.REDIS_URL, DATABASE_SCHEMA: schema, REDIS_KEY_PREFIX: `${schema}:`
-  })
+  }, profileDir)
 }
 
 export const meterFor = (child: ChildProcess): CpuMeter => new CpuMeter({ service: child.pid as number, ...pids })

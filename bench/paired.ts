@@ -20,6 +20,7 @@ import pg from 'pg'
 import { loadConfig } from '../src/config.js'
 import { ownCpuUs } from './cpu.js'
 import { npmStartFlags, rssMb, stop, untilHealthy } from './processes.js'
+import { median } from './stats.js'
 
 const option = (name: string, fallback: string) => process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const flagList = (value: string) => value.split(',').filter(Boolean)
@@ -86,7 +87,5 @@ try {
 } finally {
   await admin.end()
 }
-const sorted = [...ratios].sort((x, y) => x - y)
-const median = ((sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN) + (sorted[Math.ceil((sorted.length - 1) / 2)] ?? NaN)) / 2
 console.log(`a: ${sides[0]?.dist} [${[...startFlags, ...(sides[0]?.flags ?? [])].join(' ')}]  b: ${sides[1]?.dist} [${[...startFlags, ...(sides[1]?.flags ?? [])].join(' ')}]`)
-console.log(`b dearer than a in ${ratios.filter((r) => r > 1).length} of ${ratios.length} rounds; median b/a ${median.toFixed(2)}`)
+console.log(`b dearer than a in ${ratios.filter((r) => r > 1).length} of ${ratios.length} rounds; median b/a ${median(ratios).toFixed(2)}`)

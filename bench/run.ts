@@ -52,7 +52,8 @@ async function main (): Promise<void> {
 
   const b = runs('bare') ? await bare() : undefined
   const rounds = await alternate()
-  const stampedeReqPerSec = rounds.stampedeRows.length > 0 ? figures(rounds.stampedeRows).reqPerSec : NaN
+  const stampedeFigures = rounds.stampedeRows.length > 0 ? figures(rounds.stampedeRows) : undefined
+  const stampedeReqPerSec = stampedeFigures?.reqPerSec ?? NaN
   const fixedRate = Number.isFinite(stampedeReqPerSec) ? Math.max(1, Math.round(stampedeReqPerSec / 2)) : DEFAULT_FIXED_RATE
   const l = runs('latency') ? await latency(fixedRate) : undefined
   const o = runs('sellout') ? await sellout() : undefined
@@ -63,7 +64,7 @@ async function main (): Promise<void> {
   const floorComparison = compare(rounds)
   if (floorComparison) printFloorComparison(floorComparison, b)
   else if (rounds.floorRows.length + rounds.stampedeRows.length > 0) console.log('\n(the service/floor ratios need both the floor and the stampede)')
-  const serviceCpu = rounds.stampedeRows.length > 0 ? figures(rounds.stampedeRows).service : NaN
+  const serviceCpu = stampedeFigures?.service ?? NaN
   const throughputRatio = b ? stampedeReqPerSec / b.reqPerSec : NaN
   const cpuRatio = b ? serviceCpu / b.cpuUsPerRequest.service : NaN
   const soldOutIn = Number(o?.row.extra?.sellOutSeconds)
